@@ -1,0 +1,1 @@
+"""The five agent processes: wiring only (consume, call logic, publish). Agents never import each other."""

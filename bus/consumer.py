@@ -1,0 +1,324 @@
+"""The consumer loop every agent runs: decode, handle, publish what the handler returns, commit.
+
+Two delivery modes:
+
+- AT_LEAST_ONCE: outputs are published (acks=all) and only then the consumed offsets are committed. A crash
+  between the two redelivers the record, so handlers must be idempotent (agents dedup by event_id).
+- EXACTLY_ONCE: outputs, dead letters and the consumed offsets go in one Kafka transaction. A crash before the
+  commit aborts the transaction: consumers reading `read_committed` never see the outputs, and the record is
+  handled again by the restarted process. Use it where an agent consumes and produces.
+
+Poison records (undecodable, schema-invalid, or a handler's non-retriable error) go to the dead-letter topic
+with their reason; retriable errors back off and retry, bounded, then dead-letter. Setting the stop event
+finishes the record in hand, commits and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from bus.codec import decode_event
+from bus.config import KafkaConfig
+from bus.dead_letters import DeadLetter
+from bus.errors import EventDecodeError, NonRetriableError, RetriableError
+from bus.events import AnyEvent, Event
+from bus.producer import EventPublisher, build_producer
+from bus.topics import DLQ
+
+log = logging.getLogger(__name__)
+
+RETRIABLE = (RetriableError, TimeoutError, ConnectionError)
+
+
+class Delivery(enum.StrEnum):
+    AT_LEAST_ONCE = "at-least-once"
+    EXACTLY_ONCE = "exactly-once"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff for retriable handler errors."""
+
+    max_attempts: int = 5
+    initial_backoff_s: float = 0.2
+    max_backoff_s: float = 5.0
+    multiplier: float = 2.0
+
+    def backoff(self, attempt: int) -> float:
+        return min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (attempt - 1))
+
+
+@dataclass(frozen=True)
+class RecordContext:
+    """Where the event being handled came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    timestamp_ms: int
+    attempt: int
+
+
+@dataclass
+class ConsumerStats:
+    handled: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+    skipped: int = 0
+    batches: int = 0
+    redeliveries: int = 0
+    dead_letter_reasons: list[str] = field(default_factory=list)
+
+
+Handler = Callable[[AnyEvent, RecordContext], Awaitable[Sequence[Event] | None]]
+
+
+class _Stopping(Exception):
+    """The stop event was set while a record waited to be retried: leave it uncommitted."""
+
+
+@dataclass
+class _Outcome:
+    outputs: Sequence[Event] = ()
+    dead_letter: DeadLetter | None = None
+
+
+class EventConsumer:
+    """Runs a handler over the events of some topics with the chosen delivery guarantee."""
+
+    def __init__(
+        self,
+        config: KafkaConfig,
+        *,
+        name: str,
+        group_id: str,
+        topics: Sequence[str],
+        handler: Handler,
+        delivery: Delivery = Delivery.AT_LEAST_ONCE,
+        transactional_id: str | None = None,
+        event_types: frozenset[str] | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        dlq_topic: str = DLQ.name,
+        max_batch: int = 500,
+        poll_timeout_s: float = 0.25,
+    ) -> None:
+        if delivery is Delivery.EXACTLY_ONCE and not transactional_id:
+            raise ValueError("exactly-once delivery needs a stable transactional_id per agent instance")
+        self._config = config
+        self._name = name
+        self._group_id = group_id
+        self._topics = list(topics)
+        self._handler = handler
+        self._delivery = delivery
+        self._event_types = event_types
+        self._retry = retry
+        self._dlq_topic = dlq_topic
+        self._max_batch = max_batch
+        self._poll_timeout_ms = int(poll_timeout_s * 1000)
+        self.stats = ConsumerStats()
+        self._consumer = AIOKafkaConsumer(
+            *self._topics,
+            bootstrap_servers=config.bootstrap_servers,
+            client_id=f"{config.client_id_prefix}-{name}",
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=max_batch,
+            request_timeout_ms=int(config.request_timeout_s * 1000),
+        )
+        self._producer = build_producer(
+            config,
+            client_id=name,
+            transactional_id=transactional_id if delivery is Delivery.EXACTLY_ONCE else None,
+        )
+        self._publisher = EventPublisher(config, client_id=name, producer=self._producer)
+        self._started = asyncio.Event()
+
+    async def wait_started(self) -> None:
+        """Returns once the consumer joined its group and owns partitions (for tests and health)."""
+        await self._started.wait()
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set, then finish the record in hand, commit and close."""
+        await asyncio.wait_for(self._producer.start(), self._config.connect_timeout_s)
+        try:
+            await asyncio.wait_for(self._consumer.start(), self._config.connect_timeout_s)
+            try:
+                await self._loop(stop)
+            finally:
+                await self._consumer.stop()
+        finally:
+            await self._producer.stop()
+        log.info("consumer stopped", extra={"consumer": self._name, "handled": self.stats.handled})
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            batch = await self._consumer.getmany(timeout_ms=self._poll_timeout_ms, max_records=self._max_batch)
+            if self._consumer.assignment():
+                self._started.set()
+            if not batch:
+                continue
+            self.stats.batches += 1
+            try:
+                if self._delivery is Delivery.EXACTLY_ONCE:
+                    await self._process_in_transaction(batch, stop)
+                else:
+                    await self._process_then_commit(batch, stop)
+                failures = 0
+            except _Stopping:
+                return
+            except Exception:
+                # Infrastructure trouble (Kafka unavailable, fenced, timed out): nothing of this batch past the
+                # last commit counts, so go back to the committed offsets and try again after a bounded backoff.
+                failures += 1
+                log.exception("batch failed; rewinding to committed offsets", extra={"consumer": self._name})
+                self.stats.redeliveries += 1
+                self._rewind(batch)
+                await _wait_or_stop(stop, self._retry.backoff(min(failures, self._retry.max_attempts)))
+
+    async def _process_then_commit(self, batch: dict[TopicPartition, list[ConsumerRecord]], stop: asyncio.Event) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        pending: list[asyncio.Future] = []
+        try:
+            for tp, records in batch.items():
+                for record in records:
+                    if stop.is_set():
+                        raise _Stopping
+                    outcome = await self._handle(record, stop)
+                    pending.extend(await self._emit(record, outcome))
+                    offsets[tp] = record.offset + 1
+        except _Stopping:
+            await self._commit(pending, offsets)
+            raise
+        await self._commit(pending, offsets)
+
+    async def _commit(self, pending: list[asyncio.Future], offsets: dict[TopicPartition, int]) -> None:
+        if pending:
+            await asyncio.wait_for(asyncio.gather(*pending), self._config.publish_timeout_s)
+        if offsets:
+            await asyncio.wait_for(self._consumer.commit(offsets), self._config.request_timeout_s)
+
+    async def _process_in_transaction(
+        self, batch: dict[TopicPartition, list[ConsumerRecord]], stop: asyncio.Event
+    ) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        stopping = False
+        async with self._producer.transaction():
+            try:
+                for tp, records in batch.items():
+                    for record in records:
+                        if stop.is_set():
+                            raise _Stopping
+                        outcome = await self._handle(record, stop)
+                        await self._emit(record, outcome)
+                        offsets[tp] = record.offset + 1
+            except _Stopping:
+                stopping = True
+            if offsets:
+                await self._producer.send_offsets_to_transaction(
+                    {tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()}, self._group_id
+                )
+        if stopping:
+            raise _Stopping
+
+    async def _emit(self, record: ConsumerRecord, outcome: _Outcome) -> list[asyncio.Future]:
+        futures = [await self._publisher.enqueue(event) for event in outcome.outputs]
+        if outcome.dead_letter is not None:
+            letter = outcome.dead_letter
+            futures.append(
+                await self._producer.send(self._dlq_topic, value=letter.value, key=letter.key, headers=letter.headers())
+            )
+        return futures
+
+    async def _handle(self, record: ConsumerRecord, stop: asyncio.Event) -> _Outcome:
+        try:
+            event = decode_event(record.value)
+        except EventDecodeError as exc:
+            return self._dead_letter(record, str(exc), "decode", attempts=1)
+        if self._event_types is not None and event.type not in self._event_types:
+            self.stats.skipped += 1
+            return _Outcome()
+        attempt = 1
+        while True:
+            context = RecordContext(record.topic, record.partition, record.offset, record.key, record.timestamp, attempt)
+            try:
+                outputs = await self._handler(event, context)
+            except NonRetriableError as exc:
+                return self._dead_letter(record, f"handler rejected the event: {exc}", "non_retriable", attempt)
+            except RETRIABLE as exc:
+                if attempt >= self._retry.max_attempts:
+                    reason = f"retries exhausted after {attempt} attempts: {type(exc).__name__}: {exc}"
+                    return self._dead_letter(record, reason, "retries_exhausted", attempt)
+                self.stats.retries += 1
+                log.warning(
+                    "handler failed; retrying",
+                    extra={"consumer": self._name, "attempt": attempt, "error": repr(exc), "offset": record.offset},
+                )
+                if await _wait_or_stop(stop, self._retry.backoff(attempt)):
+                    raise _Stopping from exc
+                attempt += 1
+                continue
+            except Exception as exc:
+                reason = f"handler failed: {type(exc).__name__}: {exc}"
+                return self._dead_letter(record, reason, "handler_error", attempt)
+            self.stats.handled += 1
+            return _Outcome(outputs=list(outputs or ()))
+
+    def _dead_letter(self, record: ConsumerRecord, reason: str, error_type: str, attempts: int) -> _Outcome:
+        self.stats.dead_lettered += 1
+        self.stats.dead_letter_reasons.append(reason)
+        log.warning(
+            "record dead-lettered",
+            extra={
+                "consumer": self._name,
+                "reason": reason,
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+            },
+        )
+        letter = DeadLetter(
+            reason=reason,
+            error_type=error_type,
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            consumer_group=self._group_id,
+            attempts=attempts,
+            failed_at=datetime.now(UTC),
+            key=record.key,
+            value=record.value,
+            original_headers=tuple(record.headers or ()),
+        )
+        return _Outcome(dead_letter=letter)
+
+    def _rewind(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Seek back to the first record of the failed batch: every batch ends in a commit, so that is exactly
+        where the last commit left each partition."""
+        owned = self._consumer.assignment()
+        for tp, records in batch.items():
+            if tp in owned and records:
+                self._consumer.seek(tp, records[0].offset)
+
+
+async def _wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait `seconds` unless stop is set first; True when stopping."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True

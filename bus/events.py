@@ -1,0 +1,406 @@
+"""Every event the swarm exchanges: one frozen pydantic model per event, past-tense names, one union.
+
+All events share the envelope in `Event`. On the wire an event is its JSON; unknown fields are ignored so that
+older consumers keep reading newer producers. `EventUnion` discriminates on `type`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_VERSION = 1
+
+Severity = Literal["critical", "high", "warning", "info"]
+AlertStatus = Literal["firing", "resolved"]
+RiskTier = Literal["SAFE", "CONFIRM", "FORBIDDEN"]
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Contract(BaseModel):
+    """Base of every wire model: immutable, unknown fields tolerated."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class TraceContext(Contract):
+    """W3C trace context (https://www.w3.org/TR/trace-context/) carried with every event."""
+
+    traceparent: str
+    tracestate: str | None = None
+
+    @field_validator("traceparent")
+    @classmethod
+    def _check_traceparent(cls, value: str) -> str:
+        parts = value.split("-")
+        if len(parts) != 4 or [len(p) for p in parts] != [2, 32, 16, 2]:
+            raise ValueError("traceparent must look like 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>")
+        int("".join(parts), 16)  # raises ValueError for non-hex characters
+        return value
+
+    @classmethod
+    def new_root(cls) -> Self:
+        return cls(traceparent=f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01")
+
+    @property
+    def trace_id(self) -> str:
+        return self.traceparent.split("-")[1]
+
+    def child(self) -> Self:
+        """The context of a new span in the same trace, parented by this one."""
+        version, trace_id, _, flags = self.traceparent.split("-")
+        return type(self)(traceparent=f"{version}-{trace_id}-{secrets.token_hex(8)}-{flags}", tracestate=self.tracestate)
+
+
+E = TypeVar("E", bound="Event")
+
+
+class Event(Contract):
+    """The envelope every event carries."""
+
+    event_id: str = Field(default_factory=_new_id)
+    type: str
+    schema_version: int = SCHEMA_VERSION
+    incident_id: str | None = None
+    correlation_id: str = Field(default_factory=_new_id)
+    causation_id: str | None = None
+    produced_by: str
+    occurred_at: datetime = Field(default_factory=_now)
+    trace: TraceContext = Field(default_factory=TraceContext.new_root)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _require_timezone(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("occurred_at must carry a timezone")
+        return value
+
+    def follow(self, event_cls: type[E], *, produced_by: str, **fields: Any) -> E:
+        """A new event caused by this one: same incident and correlation, causation set, child trace span."""
+        fields.setdefault("incident_id", self.incident_id)
+        return event_cls(
+            correlation_id=self.correlation_id,
+            causation_id=self.event_id,
+            produced_by=produced_by,
+            trace=self.trace.child(),
+            **fields,
+        )
+
+
+# ---------------------------------------------------------------- shared payload parts
+
+
+class AlertRef(Contract):
+    """An alert as an incident remembers it."""
+
+    fingerprint: str
+    alertname: str
+    status: AlertStatus
+    labels: dict[str, str] = Field(default_factory=dict)
+    starts_at: datetime | None = None
+
+
+class Evidence(Contract):
+    """One piece of evidence behind a diagnosis: a metric, a change, a log excerpt, a runbook, a past incident."""
+
+    kind: Literal["metric", "change", "log", "runbook", "incident", "note"]
+    summary: str
+    source: str | None = None
+    score: float | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class PlanStep(Contract):
+    """One action of a remediation plan, named from the action catalog."""
+
+    action: str
+    target: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    retries: int = Field(default=0, ge=0, le=5)
+
+
+class VerifySpec(Contract):
+    """How to tell the fix worked: a metrics query compared with a threshold over a window."""
+
+    query: str
+    comparator: Literal["<", "<=", ">", ">=", "=="] = "<"
+    threshold: float
+    window_s: float = Field(default=60.0, gt=0, le=3600)
+
+
+class RemediationPlan(Contract):
+    """The strict plan contract diagnosis proposes and coordination scores."""
+
+    steps: list[PlanStep] = Field(min_length=1)
+    rollback: list[PlanStep] = Field(default_factory=list)
+    verify: VerifySpec | None = None
+
+
+class RiskAssessment(Contract):
+    """A risk score with the breakdown that produced it."""
+
+    score: float = Field(ge=0, le=1)
+    tier: RiskTier
+    breakdown: dict[str, float] = Field(default_factory=dict)
+    reasons: list[str] = Field(default_factory=list)
+
+
+class KnowledgeHit(Contract):
+    """One search result from the knowledge base."""
+
+    doc_id: str
+    score: float
+    title: str
+    type: Literal["runbook", "postmortem", "incident"]
+    snippet: str = ""
+    source: str | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- alerts and incidents
+
+
+class AlertReceived(Event):
+    type: Literal["alert.received"] = "alert.received"
+    source: str = "alertmanager"
+    status: AlertStatus
+    alertname: str = Field(min_length=1)
+    service: str = Field(min_length=1)
+    severity: Severity = "warning"
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    source_fingerprint: str | None = None
+    generator_url: str | None = None
+
+
+class IncidentOpened(Event):
+    type: Literal["incident.opened"] = "incident.opened"
+    fingerprint: str
+    title: str
+    service: str
+    namespace: str | None = None
+    severity: Severity
+    alerts: list[AlertRef] = Field(default_factory=list)
+
+
+class IncidentUpdated(Event):
+    type: Literal["incident.updated"] = "incident.updated"
+    reason: str
+    alerts: list[AlertRef] = Field(default_factory=list)
+    alert_count: int = Field(default=0, ge=0)
+    severity: Severity | None = None
+    state: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class IncidentResolved(Event):
+    type: Literal["incident.resolved"] = "incident.resolved"
+    resolved_by: Literal["alerts_resolved", "verification", "human"]
+    summary: str = ""
+
+
+class IncidentClosed(Event):
+    type: Literal["incident.closed"] = "incident.closed"
+    outcome: Literal["remediated", "escalated", "resolved_itself", "failed", "denied"]
+    title: str
+    service: str
+    hypothesis: str | None = None
+    actions: list[PlanStep] = Field(default_factory=list)
+    verified: bool = False
+    durations_s: dict[str, float] = Field(default_factory=dict)
+    summary: str = ""
+
+
+# ---------------------------------------------------------------- diagnosis
+
+
+class DiagnosisRequested(Event):
+    type: Literal["diagnosis.requested"] = "diagnosis.requested"
+    service: str
+    alerts: list[AlertRef] = Field(default_factory=list)
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class DiagnosisCompleted(Event):
+    type: Literal["diagnosis.completed"] = "diagnosis.completed"
+    hypothesis: str
+    confidence: float = Field(ge=0, le=1)
+    evidence: list[Evidence] = Field(default_factory=list)
+    plan: RemediationPlan | None = None
+    method: Literal["deterministic", "llm"] = "deterministic"
+
+
+# ---------------------------------------------------------------- actions and decisions
+
+
+class ActionProposed(Event):
+    type: Literal["action.proposed"] = "action.proposed"
+    action_id: str = Field(default_factory=_new_id)
+    step: PlanStep
+    rollback: list[PlanStep] = Field(default_factory=list)
+    verify: VerifySpec | None = None
+    rationale: str = ""
+
+
+class ActionApproved(Event):
+    type: Literal["action.approved"] = "action.approved"
+    action_id: str
+    step: PlanStep
+    approved_by: str
+    mode: Literal["auto", "human"]
+    risk: RiskAssessment
+    idempotency_key: str
+    comment: str = ""
+
+
+class ActionRejected(Event):
+    type: Literal["action.rejected"] = "action.rejected"
+    action_id: str
+    rejected_by: str
+    reason: str
+    risk: RiskAssessment | None = None
+
+
+class EscalationRaised(Event):
+    type: Literal["escalation.raised"] = "escalation.raised"
+    action_id: str | None = None
+    reason: str
+    summary: str = ""
+    tier: str = "on-call"
+    risk: RiskAssessment | None = None
+
+
+class ActionExecuted(Event):
+    type: Literal["action.executed"] = "action.executed"
+    action_id: str
+    step: PlanStep
+    idempotency_key: str
+    attempts: int = Field(default=1, ge=1)
+    duration_ms: float = Field(ge=0)
+    output: dict[str, Any] = Field(default_factory=dict)
+
+
+class ActionFailed(Event):
+    type: Literal["action.failed"] = "action.failed"
+    action_id: str
+    step: PlanStep
+    idempotency_key: str
+    error: str
+    attempts: int = Field(default=1, ge=1)
+    rolled_back: bool = False
+
+
+class VerificationPassed(Event):
+    type: Literal["verification.passed"] = "verification.passed"
+    action_id: str
+    verify: VerifySpec
+    observed: float
+
+
+class VerificationFailed(Event):
+    type: Literal["verification.failed"] = "verification.failed"
+    action_id: str
+    verify: VerifySpec
+    observed: float | None = None
+    reason: str
+
+
+# ---------------------------------------------------------------- knowledge, changes, liveness
+
+
+class KnowledgeQueried(Event):
+    type: Literal["knowledge.queried"] = "knowledge.queried"
+    query: str = Field(min_length=1)
+    k: int = Field(default=5, ge=1, le=100)
+    filters: dict[str, str] = Field(default_factory=dict)
+
+
+class KnowledgeAnswered(Event):
+    type: Literal["knowledge.answered"] = "knowledge.answered"
+    query_event_id: str
+    hits: list[KnowledgeHit] = Field(default_factory=list)
+
+
+class ChangeRecorded(Event):
+    type: Literal["change.recorded"] = "change.recorded"
+    service: str
+    kind: Literal["deploy", "config", "feature_flag", "infrastructure"]
+    description: str = ""
+    version: str | None = None
+    previous_version: str | None = None
+    author: str | None = None
+
+
+class AgentHeartbeat(Event):
+    type: Literal["agent.heartbeat"] = "agent.heartbeat"
+    agent: str
+    instance_id: str
+    pid: int
+    started_at: datetime
+    status: Literal["starting", "running", "degraded", "stopping"] = "running"
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+ALL_EVENT_TYPES: tuple[type[Event], ...] = (
+    AlertReceived,
+    IncidentOpened,
+    IncidentUpdated,
+    IncidentResolved,
+    IncidentClosed,
+    DiagnosisRequested,
+    DiagnosisCompleted,
+    ActionProposed,
+    ActionApproved,
+    ActionRejected,
+    EscalationRaised,
+    ActionExecuted,
+    ActionFailed,
+    VerificationPassed,
+    VerificationFailed,
+    KnowledgeQueried,
+    KnowledgeAnswered,
+    ChangeRecorded,
+    AgentHeartbeat,
+)
+
+AnyEvent = (
+    AlertReceived
+    | IncidentOpened
+    | IncidentUpdated
+    | IncidentResolved
+    | IncidentClosed
+    | DiagnosisRequested
+    | DiagnosisCompleted
+    | ActionProposed
+    | ActionApproved
+    | ActionRejected
+    | EscalationRaised
+    | ActionExecuted
+    | ActionFailed
+    | VerificationPassed
+    | VerificationFailed
+    | KnowledgeQueried
+    | KnowledgeAnswered
+    | ChangeRecorded
+    | AgentHeartbeat
+)
+EventUnion = Annotated[AnyEvent, Field(discriminator="type")]
+
+
+def event_type_name(event_cls: type[Event]) -> str:
+    """The wire `type` of an event class, e.g. "incident.opened"."""
+    return event_cls.model_fields["type"].default

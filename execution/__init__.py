@@ -1,0 +1,1 @@
+"""The action catalog, risk policy, adapters and verification."""

@@ -1,0 +1,1 @@
+"""Embeddings, the Qdrant store, ingestion, and the search API and UI."""

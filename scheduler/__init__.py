@@ -1,0 +1,1 @@
+"""Supervision of agent processes, heartbeats, durable timers, leases and rate limits (Redis)."""
