@@ -53,6 +53,7 @@ async def ensure_topics(config: KafkaConfig, specs: Iterable[TopicSpec] = ALL_TO
             except TopicAlreadyExistsError:
                 log.info("topic created concurrently", extra={"topics": [s.name for s in missing]})
             report.created.extend(s.name for s in missing)
+            await _wait_for_leaders(admin, config, [s.name for s in missing])
         present = [s for s in specs if s.name in existing]
         if present:
             await _align(admin, config, present, report)
@@ -63,6 +64,30 @@ async def ensure_topics(config: KafkaConfig, specs: Iterable[TopicSpec] = ALL_TO
         extra={"created": report.created, "reconfigured": report.reconfigured, "drift": report.drift},
     )
     return report
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, config: KafkaConfig, names: list[str]) -> None:
+    """Topic creation returns before every partition has a leader: wait, so callers can use them at once."""
+    deadline = asyncio.get_running_loop().time() + config.request_timeout_s
+    while True:
+        described = await asyncio.wait_for(admin.describe_topics(names), config.request_timeout_s)
+        ready = {d["topic"] for d in described if d["partitions"] and all(p["leader"] >= 0 for p in d["partitions"])}
+        if ready >= set(names):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"topics without a leader after {config.request_timeout_s}s: {sorted(set(names) - ready)}")
+        await asyncio.sleep(0.1)
+
+
+async def partition_counts(config: KafkaConfig, names: list[str]) -> dict[str, int]:
+    """How many partitions each named topic has (0 for a topic that does not exist)."""
+    admin = admin_client(config, "describe")
+    await asyncio.wait_for(admin.start(), config.connect_timeout_s)
+    try:
+        described = await asyncio.wait_for(admin.describe_topics(names), config.request_timeout_s)
+    finally:
+        await admin.close()
+    return {d["topic"]: len(d["partitions"]) if d["error_code"] == 0 else 0 for d in described}
 
 
 async def _align(admin: AIOKafkaAdminClient, config: KafkaConfig, specs: list[TopicSpec], report: TopicsReport) -> None:

@@ -37,17 +37,9 @@ class Contract(BaseModel):
 class TraceContext(Contract):
     """W3C trace context (https://www.w3.org/TR/trace-context/) carried with every event."""
 
-    traceparent: str
+    # version-traceid-parentid-flags, lower-case hex; checked by pydantic-core (this runs on every decode).
+    traceparent: str = Field(pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
     tracestate: str | None = None
-
-    @field_validator("traceparent")
-    @classmethod
-    def _check_traceparent(cls, value: str) -> str:
-        parts = value.split("-")
-        if len(parts) != 4 or [len(p) for p in parts] != [2, 32, 16, 2]:
-            raise ValueError("traceparent must look like 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>")
-        int("".join(parts), 16)  # raises ValueError for non-hex characters
-        return value
 
     @classmethod
     def new_root(cls) -> Self:

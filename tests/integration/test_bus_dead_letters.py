@@ -1,0 +1,99 @@
+"""Poison records go to the dead-letter topic with their reason and origin; the consumer keeps going."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from bus.codec import encode_event
+from bus.config import KafkaConfig
+from bus.consumer import Delivery, EventConsumer, RecordContext, RetryPolicy
+from bus.dead_letters import DeadLetter
+from bus.errors import NonRetriableError, RetriableError
+from bus.events import AnyEvent, IncidentUpdated
+from tests.integration.kafka_reading import TopicReader, fresh_topic, produce_raw
+
+pytestmark = pytest.mark.integration
+
+FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05)
+
+
+def _update(reason: str) -> IncidentUpdated:
+    return IncidentUpdated(produced_by="tests", incident_id="inc-dlq", reason=reason)
+
+
+@pytest.mark.parametrize("delivery", list(Delivery))
+async def test_poison_records_are_dead_lettered_and_the_loop_goes_on(kafka_config: KafkaConfig, delivery: Delivery) -> None:
+    source = await fresh_topic(kafka_config, "dlq-source", partitions=1)
+    dlq = await fresh_topic(kafka_config, "dlq", partitions=1)
+    flaky_attempts: dict[str, int] = {}
+    handled: list[str] = []
+
+    async def handler(event: AnyEvent, ctx: RecordContext) -> None:
+        assert isinstance(event, IncidentUpdated)
+        if event.reason == "reject":
+            raise NonRetriableError("reason 'reject' is not allowed")
+        if event.reason == "flaky":
+            flaky_attempts[event.event_id] = ctx.attempt
+            if ctx.attempt < 3:
+                raise RetriableError("downstream busy")
+        if event.reason == "always-busy":
+            raise RetriableError("downstream still busy")
+        if event.reason == "bug":
+            raise KeyError("missing")
+        handled.append(event.reason)
+
+    inputs: list[tuple[bytes | None, bytes | None]] = [
+        (b"k", encode_event(_update("first"))),
+        (b"k", b"{not json"),
+        (b"k", b'{"type": "incident.updated", "produced_by": "tests"}'),
+        (b"k", encode_event(_update("reject"))),
+        (b"k", encode_event(_update("flaky"))),
+        (b"k", encode_event(_update("always-busy"))),
+        (b"k", encode_event(_update("bug"))),
+        (b"k", encode_event(_update("last"))),
+    ]
+    await produce_raw(kafka_config, source, inputs)
+
+    consumer = EventConsumer(
+        kafka_config,
+        name="dlq-test",
+        group_id=f"dlq-test-{uuid.uuid4().hex[:8]}",
+        topics=[source],
+        handler=handler,
+        delivery=delivery,
+        transactional_id=f"dlq-test-{uuid.uuid4().hex[:8]}",
+        retry=FAST_RETRY,
+        dlq_topic=dlq,
+    )
+    stop = asyncio.Event()
+    async with TopicReader(kafka_config, [dlq]) as reader:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(consumer.run(stop))
+            letters = await reader.until(lambda rs: len(rs) >= 5)
+            await _wait(lambda: "last" in handled)
+            stop.set()
+
+    assert handled == ["first", "flaky", "last"]
+    assert flaky_attempts and list(flaky_attempts.values()) == [3]
+    dead = [DeadLetter.from_record(r.key, r.value, r.headers) for r in letters]
+    assert [d.source_offset for d in dead] == [1, 2, 3, 5, 6]
+    assert all(d.source_topic == source and d.source_partition == 0 for d in dead)
+    assert [d.value for d in dead] == [inputs[i][1] for i in (1, 2, 3, 5, 6)]
+    assert [d.error_type for d in dead] == ["decode", "decode", "non_retriable", "retries_exhausted", "handler_error"]
+    assert "invalid event" in dead[0].reason
+    assert "reason: Field required" in dead[1].reason
+    assert "reason 'reject' is not allowed" in dead[2].reason
+    assert "retries exhausted after 3 attempts" in dead[3].reason and "still busy" in dead[3].reason
+    assert "KeyError" in dead[4].reason
+    assert consumer.stats.dead_lettered == 5
+
+
+async def _wait(condition, timeout_s: float = 30.0) -> None:  # noqa: ANN001
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
