@@ -24,6 +24,7 @@ from typing import NamedTuple
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import ProducerFenced
 from aiokafka.structs import OffsetAndMetadata
 
 from bus.codec import decode_event
@@ -184,6 +185,10 @@ class EventConsumer:
                 failures = 0
             except _Stopping:
                 return
+            except ProducerFenced:
+                # A newer instance with the same transactional id took over: this one must not go on.
+                log.error("producer fenced by a newer instance; stopping", extra={"consumer": self._name})
+                raise
             except Exception:
                 # Infrastructure trouble (Kafka unavailable, fenced, timed out): nothing of this batch past the
                 # last commit counts, so go back to the committed offsets and try again after a bounded backoff.
@@ -211,8 +216,7 @@ class EventConsumer:
         await self._commit(pending, offsets)
 
     async def _commit(self, pending: list[asyncio.Future], offsets: dict[TopicPartition, int]) -> None:
-        if pending:
-            await asyncio.wait_for(asyncio.gather(*pending), self._config.publish_timeout_s)
+        await _all_acknowledged(pending, self._config.publish_timeout_s)
         if offsets:
             await asyncio.wait_for(self._consumer.commit(offsets), self._config.request_timeout_s)
 
@@ -220,6 +224,7 @@ class EventConsumer:
         self, batch: dict[TopicPartition, list[ConsumerRecord]], stop: asyncio.Event
     ) -> None:
         offsets: dict[TopicPartition, int] = {}
+        pending: list[asyncio.Future] = []
         stopping = False
         async with self._producer.transaction():
             try:
@@ -229,10 +234,11 @@ class EventConsumer:
                             raise _Stopping
                         outcome = await self._handle(record, stop)
                         if outcome is not _NOTHING:
-                            await self._emit(outcome)
+                            pending.extend(await self._emit(outcome))
                         offsets[tp] = record.offset + 1
             except _Stopping:
                 stopping = True
+            await _all_acknowledged(pending, self._config.publish_timeout_s)
             if offsets:
                 await self._producer.send_offsets_to_transaction(
                     {tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()}, self._group_id
@@ -318,6 +324,16 @@ class EventConsumer:
         for tp, records in batch.items():
             if tp in owned and records:
                 self._consumer.seek(tp, records[0].offset)
+
+
+async def _all_acknowledged(pending: list[asyncio.Future], timeout_s: float) -> None:
+    """Wait for every send; raise the first failure, having read them all (no "exception never retrieved")."""
+    if not pending:
+        return
+    results = await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), timeout_s)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 async def _wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:

@@ -97,3 +97,33 @@ async def _wait(condition, timeout_s: float = 30.0) -> None:  # noqa: ANN001
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
+
+
+async def test_a_fenced_transactional_consumer_stops_instead_of_looping(kafka_config: KafkaConfig) -> None:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import ProducerFenced
+
+    source = await fresh_topic(kafka_config, "fenced")
+    transactional_id = f"fenced-{uuid.uuid4().hex[:8]}"
+    handled: list[str] = []
+
+    async def handler(event: AnyEvent, ctx: RecordContext) -> list[IncidentUpdated]:
+        handled.append(event.event_id)
+        return [event.follow(IncidentUpdated, produced_by="fenced-test", reason="answer")]
+
+    consumer = EventConsumer(
+        kafka_config, name="fenced", group_id=transactional_id, topics=[source], handler=handler,
+        delivery=Delivery.EXACTLY_ONCE, transactional_id=transactional_id,
+    )  # fmt: skip
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await asyncio.wait_for(consumer.wait_started(), 30)
+    usurper = AIOKafkaProducer(bootstrap_servers=kafka_config.bootstrap_servers, transactional_id=transactional_id)
+    await usurper.start()  # InitProducerId bumps the epoch: the consumer's producer is now a zombie
+    try:
+        await produce_raw(kafka_config, source, [(b"k", encode_event(_update("after-fencing")))])
+        with pytest.raises(ProducerFenced):
+            await asyncio.wait_for(task, 30)
+    finally:
+        await usurper.stop()
+    assert len(handled) == 1

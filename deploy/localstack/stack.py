@@ -1,0 +1,177 @@
+"""`up`, `down` and `status` of the local stack: Kafka, Redis and FerretDB as detached processes of our own.
+
+Layout under the state directory: `<component>/` data and generated config, `logs/<component>.log` output,
+`run/<component>.pid` (+ `.launch.json`) bookkeeping. All three are idempotent; `down` only ever signals a
+process whose command line is exactly the one we launched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from bus.admin import TopicsReport, ensure_topics
+from deploy.localstack import procfs
+from deploy.localstack.component import Component, ComponentError, wait_ready
+from deploy.localstack.ferretdb_server import ferretdb_component
+from deploy.localstack.kafka_broker import kafka_component
+from deploy.localstack.processes import ProcessRecord, RunDir, port_in_use, spawn, terminate
+from deploy.localstack.redis_server import redis_component
+from deploy.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ComponentReport:
+    """What happened to (or the state of) one component.
+
+    state is one of: up: "started", "already running", "failed"; down: "stopped", "killed", "not running";
+    status: "running", "stopped".
+    """
+
+    name: str
+    state: str
+    port: int
+    pid: int | None = None
+    detail: str = ""
+    uptime_s: float | None = None
+
+
+@dataclass(frozen=True)
+class UpReport:
+    components: list[ComponentReport]
+    topics: TopicsReport | None = None
+    topics_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(c.state != "failed" for c in self.components) and self.topics_error is None
+
+
+def stack_components(settings: Settings) -> list[Component]:
+    return [kafka_component(settings), redis_component(settings), ferretdb_component(settings)]
+
+
+def _run_dir(settings: Settings) -> RunDir:
+    return RunDir(settings.state_dir / "run")
+
+
+async def up(settings: Settings) -> UpReport:
+    """Start whatever is not running, wait until every component answers, then create or align the topics."""
+    run_dir = _run_dir(settings)
+    components = stack_components(settings)
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(_bring_up(c, run_dir, settings)) for c in components]
+    reports = [task.result() for task in tasks]
+    if next(r for r in reports if r.name == "kafka").state == "failed":
+        return UpReport(reports, topics_error="Kafka is not running, topics not checked")
+    try:
+        topics = await ensure_bus_topics(settings)
+    except Exception as exc:  # noqa: BLE001 - reported to the user, who decides
+        log.exception("ensuring topics failed")
+        return UpReport(reports, topics_error=f"ensuring topics failed: {type(exc).__name__}: {exc}")
+    return UpReport(reports, topics=topics)
+
+
+async def ensure_bus_topics(settings: Settings) -> TopicsReport:
+    """Create or align the registry's topics on the configured Kafka (`opswarm up --topics-only`)."""
+    return await ensure_topics(settings.kafka)
+
+
+async def down(settings: Settings) -> list[ComponentReport]:
+    """Stop every component our pid files name (SIGTERM, then SIGKILL after the stop timeout)."""
+    run_dir = _run_dir(settings)
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(_bring_down(c, run_dir, settings)) for c in stack_components(settings)]
+    return [task.result() for task in tasks]
+
+
+def status(settings: Settings) -> list[ComponentReport]:
+    run_dir = _run_dir(settings)
+    reports = []
+    for component in stack_components(settings):
+        record = run_dir.read(component.name)
+        if record is not None and record.is_running():
+            uptime = procfs.uptime_s(record.pid)
+            reports.append(ComponentReport(component.name, "running", component.port, record.pid, uptime_s=uptime))
+        else:
+            detail = "stale pid file" if run_dir.has_files(component.name) else ""
+            reports.append(ComponentReport(component.name, "stopped", component.port, detail=detail))
+    return reports
+
+
+async def _bring_up(component: Component, run_dir: RunDir, settings: Settings) -> ComponentReport:
+    try:
+        return await _start(component, run_dir, settings)
+    except ComponentError as exc:
+        return ComponentReport(component.name, "failed", component.port, detail=str(exc))
+    except Exception as exc:  # noqa: BLE001 - one component's surprise must not hide the others' reports
+        log.exception("component start failed", extra={"component": component.name})
+        return ComponentReport(component.name, "failed", component.port, detail=f"{type(exc).__name__}: {exc}")
+
+
+async def _start(component: Component, run_dir: RunDir, settings: Settings) -> ComponentReport:
+    timeout_s = settings.stack.ready_timeout_s
+    ports = [p.port for p in component.ports]
+    record = run_dir.read(component.name)
+    if record is not None and record.is_running():
+        if record.argv != component.argv or record.ports != ports:
+            raise ComponentError(
+                f"{component.name} (pid {record.pid}) runs with other settings than the current ones; "
+                "run `opswarm down` then `opswarm up`"
+            )
+        # Usually answers at once; waits when a concurrent `up` has just launched it.
+        await wait_ready(component, record.ended, timeout_s)
+        return ComponentReport(component.name, "already running", component.port, record.pid)
+    detail = ""
+    if run_dir.has_files(component.name):
+        run_dir.remove(component.name)
+        detail = "stale pid file removed"
+        log.info("stale pid file removed", extra={"component": component.name})
+    _check_ports_free(component, settings)
+    await component.prepare()
+    try:
+        process = spawn(component.argv, log_file=component.log_file, cwd=component.data_dir)
+    except FileNotFoundError as exc:
+        raise ComponentError(f"cannot run {component.argv[0]!r} ({exc}): run `make setup`") from exc
+    record = ProcessRecord(process.pid, component.argv, ports)
+    run_dir.write(component.name, record)
+    try:
+        await wait_ready(component, lambda: _exit_status(process.poll()), timeout_s)
+    except BaseException:
+        # Not ready (or interrupted): leave nothing half-started behind.
+        await terminate(record, settings.stack.stop_timeout_s)
+        process.poll()
+        run_dir.remove(component.name)
+        raise
+    return ComponentReport(component.name, "started", component.port, process.pid, detail=detail)
+
+
+def _exit_status(returncode: int | None) -> str | None:
+    if returncode is None:
+        return None
+    return f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+
+
+def _check_ports_free(component: Component, settings: Settings) -> None:
+    for port in component.ports:
+        if port_in_use(settings.stack.host, port.port):
+            holders = procfs.listening_pids(port.port)
+            who = f" ({'; '.join(procfs.describe(pid) for pid in holders)})" if holders else ""
+            raise ComponentError(
+                f"port {port.port} is in use by another process{who}; set {port.setting} to a free port"
+            )
+
+
+async def _bring_down(component: Component, run_dir: RunDir, settings: Settings) -> ComponentReport:
+    record = run_dir.read(component.name)
+    if record is None or not record.is_running():
+        detail = "stale pid file removed" if run_dir.has_files(component.name) else ""
+        run_dir.remove(component.name)
+        return ComponentReport(component.name, "not running", component.port, detail=detail)
+    outcome = await terminate(record, settings.stack.stop_timeout_s)
+    run_dir.remove(component.name)
+    log.info("component stopped", extra={"component": component.name, "pid": record.pid, "outcome": outcome})
+    return ComponentReport(component.name, outcome, component.port, record.pid)

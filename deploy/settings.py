@@ -1,0 +1,94 @@
+"""Settings of the `opswarm` CLI process: where the local stack lives, its ports, and how clients reach each service.
+
+Read once in `deploy.cli.main` from the environment (prefix `OPSWARM_`, nesting with `__`, e.g.
+`OPSWARM_STACK__KAFKA_PORT=29092`) and passed down. Client addresses that are not set explicitly are derived from
+the stack's ports, so moving a port moves both the launcher and the clients.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bus.config import KafkaConfig
+
+# The checkout this package runs from: set-up puts per-checkout tools (classpath, binaries) under it.
+CHECKOUT_DIR = Path(__file__).resolve().parent.parent
+
+
+class StackSettings(BaseModel):
+    """The local stack's processes: ports they listen on (127.0.0.1 only) and how hard to wait for them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str = "127.0.0.1"
+    kafka_port: int = Field(default=19092, gt=0, lt=65536)
+    kafka_controller_port: int = Field(default=19093, gt=0, lt=65536)
+    redis_port: int = Field(default=16379, gt=0, lt=65536)
+    mongo_port: int = Field(default=27027, gt=0, lt=65536)
+    kafka_heap: str = Field(default="512m", pattern=r"^[0-9]+[kmg]$")
+    java: str = "java"
+    redis_server: str = "redis-server"
+    # How long `up` waits for a component to answer a real client, and `down` for it to exit after SIGTERM.
+    ready_timeout_s: float = Field(default=90.0, gt=0)
+    stop_timeout_s: float = Field(default=20.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """Everything the CLI process needs; nothing else reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="OPSWARM_", env_nested_delimiter="__", extra="ignore")
+
+    state_dir: Path = Path(".opswarm")
+    tools_dir: Path = CHECKOUT_DIR / ".opswarm" / "tools"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    stack: StackSettings = StackSettings()
+    kafka: KafkaConfig = KafkaConfig()
+    # URLs may carry credentials, hence secret; derived from the stack's ports when not set.
+    redis_url: SecretStr | None = None
+    mongo_url: SecretStr | None = None
+    # Qdrant: local path mode (default: <state_dir>/qdrant) unless a server URL is given.
+    qdrant_path: Path | None = None
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    # Upper bound for each round trip of `opswarm doctor`.
+    doctor_timeout_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("state_dir", "tools_dir", "qdrant_path")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().resolve()
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _derive_addresses(self) -> Self:
+        host = self.stack.host
+        if "bootstrap_servers" not in self.kafka.model_fields_set:
+            self.kafka = self.kafka.model_copy(update={"bootstrap_servers": f"{host}:{self.stack.kafka_port}"})
+        if self.redis_url is None:
+            self.redis_url = SecretStr(f"redis://{host}:{self.stack.redis_port}/0")
+        if self.mongo_url is None:
+            self.mongo_url = SecretStr(f"mongodb://{host}:{self.stack.mongo_port}/")
+        if self.qdrant_path is None:
+            self.qdrant_path = self.state_dir / "qdrant"
+        return self
+
+    # The validator above fills these; the accessors give their plain values without `| None`.
+    def redis_dsn(self) -> str:
+        assert self.redis_url is not None
+        return self.redis_url.get_secret_value()
+
+    def mongo_dsn(self) -> str:
+        assert self.mongo_url is not None
+        return self.mongo_url.get_secret_value()
+
+    def qdrant_dir(self) -> Path:
+        assert self.qdrant_path is not None
+        return self.qdrant_path

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Makes a checkout ready to run: system packages, the Python venv, the Kafka classpath, the FerretDB binary.
+#
+# Idempotent and fast on re-run: each step records a stamp (a hash of its inputs) under .opswarm/tools/ and is
+# redone only when its inputs changed or its output is missing. Prints one line per step:
+#   setup: <step> ok          already satisfied, nothing done
+#   setup: <step> installed   done now
+#   setup: <step> skipped     left out on request (OPSWARM_SETUP_SKIP="apt ferretdb ...")
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+# System packages the project needs. Later issues add prometheus, prometheus-alertmanager, chromium.
+APT_PACKAGES=(redis-server)
+MIN_PYTHON="3.11"
+TOOLS_DIR="$ROOT/.opswarm/tools"
+VENV_DIR="$ROOT/.venv"
+KAFKA_POM="deploy/kafka/pom.xml"
+KAFKA_CLASSPATH="$TOOLS_DIR/kafka.classpath"
+FERRETDB_SRC="deploy/ferretdb"
+FERRETDB_BIN="$TOOLS_DIR/bin/opswarm-ferretdb"
+SKIP=" ${OPSWARM_SETUP_SKIP:-} "
+
+mkdir -p "$TOOLS_DIR/bin"
+
+report() { echo "setup: $1 $2"; }
+fail() { echo "setup: $1 failed: $2" >&2; exit 1; }
+skipped() { [[ "$SKIP" == *" $1 "* ]]; }
+# Runs a step's command with its output appended to .opswarm/tools/<step>.log; on failure shows the log's tail.
+run_logged() {
+    local step="$1" log="$TOOLS_DIR/$1.log"
+    shift
+    echo "== $(date -u +%FT%TZ) $*" >>"$log"
+    "$@" >>"$log" 2>&1 || { tail -n 30 "$log" >&2; fail "$step" "'$*' failed; full output in $log"; }
+}
+need_command() { command -v "$1" >/dev/null 2>&1 || fail "$2" "'$1' not found on PATH ($3)"; }
+
+# The stamp of a step is the sha256 of its inputs; `stamp_matches STEP HASH` is true when the step is done.
+inputs_hash() { cat "$@" | sha256sum | cut -d' ' -f1; }
+stamp_matches() { [[ -f "$TOOLS_DIR/$1.stamp" && "$(cat "$TOOLS_DIR/$1.stamp")" == "$2" ]]; }
+write_stamp() { echo "$2" >"$TOOLS_DIR/$1.stamp"; }
+
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+step_apt() {
+    if skipped apt; then report apt skipped; return; fi
+    local missing=() pkg
+    for pkg in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    if [[ ${#missing[@]} -eq 0 ]]; then report apt ok; return; fi
+    need_command apt-get apt "install ${missing[*]} with your package manager"
+    run_logged apt as_root apt-get update -q
+    # The Debian package may start a system redis on 6379; harmless, the local stack runs its own on its own port.
+    run_logged apt as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+    report apt installed
+}
+
+python_is_recent() { "$1" -c "import sys; sys.exit(0 if sys.version_info >= (${MIN_PYTHON/./,}) else 1)" 2>/dev/null; }
+
+find_python() {
+    local candidate
+    for candidate in "${PYTHON:-}" python3 python3.13 python3.12 python3.11; do
+        [[ -n "$candidate" ]] && command -v "$candidate" >/dev/null 2>&1 && python_is_recent "$candidate" && {
+            echo "$candidate"
+            return
+        }
+    done
+    fail venv "Python >= $MIN_PYTHON is required; found: $(python3 --version 2>&1 || echo none). Set PYTHON=/path/to/python3.11"
+}
+
+step_venv() {
+    if skipped venv; then report venv skipped; return; fi
+    if [[ -x "$VENV_DIR/bin/python" ]] && ! python_is_recent "$VENV_DIR/bin/python"; then
+        fail venv "$VENV_DIR uses $("$VENV_DIR/bin/python" --version 2>&1), need >= $MIN_PYTHON; remove it and re-run"
+    fi
+    local hash
+    hash="$( (cat pyproject.toml; "$VENV_DIR/bin/python" --version 2>/dev/null || true) | sha256sum | cut -d' ' -f1)"
+    if [[ -x "$VENV_DIR/bin/opswarm" ]] && stamp_matches venv "$hash"; then report venv ok; return; fi
+    if [[ ! -x "$VENV_DIR/bin/python" ]]; then
+        local python
+        python="$(find_python)"
+        "$python" -m venv "$VENV_DIR" || fail venv "cannot create $VENV_DIR (on Debian: apt-get install python3-venv)"
+        hash="$( (cat pyproject.toml; "$VENV_DIR/bin/python" --version) | sha256sum | cut -d' ' -f1)"
+    fi
+    run_logged venv "$VENV_DIR/bin/python" -m pip install -e '.[dev]'
+    write_stamp venv "$hash"
+    report venv installed
+}
+
+classpath_complete() {
+    [[ -s "$KAFKA_CLASSPATH" ]] || return 1
+    local jar
+    while IFS= read -r jar; do [[ -f "$jar" ]] || return 1; done < <(tr ':' '\n' <"$KAFKA_CLASSPATH")
+}
+
+step_kafka() {
+    if skipped kafka; then report kafka skipped; return; fi
+    local hash
+    hash="$(inputs_hash "$KAFKA_POM")"
+    if stamp_matches kafka "$hash" && classpath_complete; then report kafka ok; return; fi
+    need_command java kafka "install a Java 17+ runtime"
+    need_command mvn kafka "install Maven 3.8+"
+    local java_version
+    java_version="$(java -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p')"
+    [[ "${java_version%%.*}" -ge 17 ]] 2>/dev/null || fail kafka "Kafka 4 needs Java 17+, 'java' is ${java_version:-unknown}"
+    run_logged kafka mvn -B -f "$KAFKA_POM" dependency:build-classpath -Dmdep.outputFile="$KAFKA_CLASSPATH"
+    classpath_complete || fail kafka "$KAFKA_CLASSPATH names jars that do not exist"
+    write_stamp kafka "$hash"
+    report kafka installed
+}
+
+step_ferretdb() {
+    if skipped ferretdb; then report ferretdb skipped; return; fi
+    need_command go ferretdb "install Go 1.24+"
+    local hash
+    hash="$( (cat "$FERRETDB_SRC"/go.mod "$FERRETDB_SRC"/go.sum "$FERRETDB_SRC"/*.go; go version) | sha256sum | cut -d' ' -f1)"
+    if [[ -x "$FERRETDB_BIN" ]] && stamp_matches ferretdb "$hash"; then report ferretdb ok; return; fi
+    run_logged ferretdb go -C "$FERRETDB_SRC" build -o "$FERRETDB_BIN" .
+    write_stamp ferretdb "$hash"
+    report ferretdb installed
+}
+
+step_apt
+step_venv
+step_kafka
+step_ferretdb

@@ -1,0 +1,143 @@
+"""The local stack's `up`, `status` and `down`: idempotent, honest about ports, and leaving nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+
+from deploy import localstack
+from deploy.localstack import procfs
+from deploy.settings import Settings
+from tests.integration.opswarm_cli import run_opswarm
+from tests.services import ServiceEndpoints, free_tcp_port
+
+pytestmark = pytest.mark.integration
+
+COMPONENTS = ["kafka", "redis", "ferretdb"]
+
+
+async def test_up_twice_changes_nothing(settings: Settings, services: ServiceEndpoints) -> None:
+    first = await localstack.up(settings)
+    assert first.ok, first
+    second = await localstack.up(settings)
+    assert second.ok, second
+    assert [(c.name, c.state) for c in second.components] == [(name, "already running") for name in COMPONENTS]
+    assert [c.pid for c in second.components] == [c.pid for c in first.components]
+    assert second.topics is not None and second.topics.created == []
+
+
+async def test_status_reports_each_component_running(settings: Settings, services: ServiceEndpoints) -> None:
+    started = {c.name: c.pid for c in (await localstack.up(settings)).components}
+    reports = localstack.status(settings)
+    assert [r.name for r in reports] == COMPONENTS
+    for report in reports:
+        assert report.state == "running", report
+        assert report.pid == started[report.name]
+        assert report.uptime_s is not None and report.uptime_s >= 0
+    result = await run_opswarm("status", "--check")
+    assert result.returncode == 0, result.describe()
+    assert str(started["kafka"]) in result.stdout
+
+
+async def test_up_refuses_a_running_component_with_other_settings(
+    settings: Settings, services: ServiceEndpoints
+) -> None:
+    before = {c.name: c.pid for c in (await localstack.up(settings)).components}
+    moved = settings.model_copy(update={"stack": settings.stack.model_copy(update={"redis_port": free_tcp_port()})})
+    report = await localstack.up(moved)
+    redis = next(c for c in report.components if c.name == "redis")
+    assert redis.state == "failed"
+    assert "runs with other settings than the current ones; run `opswarm down` then `opswarm up`" in redis.detail
+    assert {r.name: r.pid for r in localstack.status(settings)} == before
+
+
+async def test_stale_pid_file_is_ignored_and_removed(tmp_path: Path, settings: Settings) -> None:
+    private = settings.model_copy(update={"state_dir": tmp_path})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    # Our own pid, but not the command line the pid file claims: must be treated as not ours (never signalled).
+    (run_dir / "redis.pid").write_text(f"{os.getpid()}\n")
+    launch = {"argv": ["redis-server", str(tmp_path / "redis" / "redis.conf")], "ports": [16379]}
+    (run_dir / "redis.launch.json").write_text(json.dumps(launch))
+
+    redis_status = next(r for r in localstack.status(private) if r.name == "redis")
+    assert (redis_status.state, redis_status.detail) == ("stopped", "stale pid file")
+    redis_down = next(r for r in await localstack.down(private) if r.name == "redis")
+    assert (redis_down.state, redis_down.detail) == ("not running", "stale pid file removed")
+    assert not (run_dir / "redis.pid").exists()
+
+
+async def test_up_names_the_busy_port_and_the_setting(tmp_path: Path, settings: Settings) -> None:
+    with _listening_sockets(3) as ports:
+        env = _private_stack_env(tmp_path, kafka=ports[0], redis=ports[1], mongo=ports[2])
+        result = await run_opswarm("up", env=env)
+    assert result.returncode == 1, result.describe()
+    for port, setting in zip(ports, ["KAFKA_PORT", "REDIS_PORT", "MONGO_PORT"], strict=True):
+        assert f"port {port} is in use by another process (pid {os.getpid()}" in result.stderr, result.describe()
+        assert f"set OPSWARM_STACK__{setting}" in result.stderr
+    private = settings.model_copy(update={"state_dir": tmp_path})
+    assert [r.state for r in localstack.status(private)] == ["stopped"] * 3
+    assert not list((tmp_path / "run").glob("*.pid"))
+
+
+async def test_down_leaves_no_process_behind(tmp_path: Path) -> None:
+    env = _private_stack_env(tmp_path, kafka=free_tcp_port(), redis=free_tcp_port(), mongo=free_tcp_port())
+    try:
+        up = await run_opswarm("up", env=env, timeout_s=180)
+        assert up.returncode == 0, up.describe()
+        pids = {name: int((tmp_path / "run" / f"{name}.pid").read_text()) for name in COMPONENTS}
+        assert all(procfs.is_alive(pid) for pid in pids.values()), pids
+        again = await run_opswarm("up", env=env)
+        assert again.returncode == 0, again.describe()
+        assert again.stdout.count("already running") == 3, again.describe()
+    finally:
+        down = await run_opswarm("down", env=env, timeout_s=90)
+    assert down.returncode == 0, down.describe()
+    # A zombie (exited, not yet reaped by init) is no process: procfs.is_alive says False for it.
+    assert [name for name, pid in pids.items() if procfs.is_alive(pid)] == []
+    assert _processes_mentioning(str(tmp_path)) == []
+    assert not list((tmp_path / "run").glob("*"))
+
+
+def _private_stack_env(state_dir: Path, *, kafka: int, redis: int, mongo: int) -> dict[str, str]:
+    """Settings for a second, private stack instance in `state_dir`, on its own ports (clients pointed there too)."""
+    return {
+        "OPSWARM_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka}",
+        "OPSWARM_REDIS_URL": f"redis://127.0.0.1:{redis}/0",
+        "OPSWARM_MONGO_URL": f"mongodb://127.0.0.1:{mongo}/",
+        "OPSWARM_QDRANT_PATH": str(state_dir / "qdrant"),
+        "OPSWARM_STATE_DIR": str(state_dir),
+        "OPSWARM_STACK__KAFKA_PORT": str(kafka),
+        "OPSWARM_STACK__KAFKA_CONTROLLER_PORT": str(free_tcp_port()),
+        "OPSWARM_STACK__REDIS_PORT": str(redis),
+        "OPSWARM_STACK__MONGO_PORT": str(mongo),
+    }
+
+
+@contextmanager
+def _listening_sockets(count: int) -> Iterator[list[int]]:
+    """`count` sockets listening on 127.0.0.1 in this process, closed on exit; yields their ports."""
+    with ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            sock.listen()
+            ports.append(sock.getsockname()[1])
+        yield ports
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            argv = procfs.cmdline(int(entry.name))
+            if argv and any(text in arg for arg in argv):
+                found.append(procfs.describe(int(entry.name)))
+    return found
