@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bus.incident_states import IncidentState
+
 SCHEMA_VERSION = 1
 
 Severity = Literal["critical", "high", "warning", "info"]
@@ -195,7 +197,7 @@ class IncidentUpdated(Event):
     alerts: list[AlertRef] = Field(default_factory=list)
     alert_count: int = Field(default=0, ge=0)
     severity: Severity | None = None
-    state: str | None = None
+    state: IncidentState | None = None
     details: dict[str, Any] = Field(default_factory=dict)
 
 
