@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator
+
 import pytest
+from redis.asyncio import Redis
 
 from bus.config import KafkaConfig
+from scheduler.clock import ManualClock
+from tests.integration.redis_keys import keys_under, redis_for
 
 
 @pytest.fixture(scope="session")
 def kafka_config(services) -> KafkaConfig:  # noqa: ANN001 - `services` comes from tests/conftest.py
     return KafkaConfig(bootstrap_servers=services.kafka_bootstrap, connect_timeout_s=30)
+
+
+@pytest.fixture(scope="session")
+async def redis_client(services) -> AsyncIterator[Redis]:  # noqa: ANN001
+    client = redis_for(services)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def key_prefix(redis_client: Redis) -> AsyncIterator[str]:
+    """A key prefix of the test's own; exactly the keys under it are deleted afterwards."""
+    prefix = f"opswarm-test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    keys = await keys_under(redis_client, prefix)
+    if keys:
+        await redis_client.delete(*keys)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
