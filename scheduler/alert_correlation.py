@@ -10,7 +10,9 @@ Every alert gets exactly one outcome, so an alert storm can be accounted for to 
 
 The decision for one alert is one Lua script, so monitoring replicas sharing Redis agree. Keys (standalone Redis):
 `<prefix>:alerts:last:<fp>`, `:flap:<fp>`, `:alert:<fp>` (its incident), `:group:<key>` (open incident of a
-group, expiring after the correlation window of quiet), `:incident:<id>` (alert fingerprint → status).
+group, expiring after the correlation window of quiet), `:incident:<id>` (alert fingerprint → status) and
+`:decision:<event_id>`: the outcome of each alert event, so that an alert redelivered after an aborted Kafka
+transaction gets the same outcome again instead of being taken for a duplicate.
 """
 
 from __future__ import annotations
@@ -63,9 +65,13 @@ class CorrelationOutcome:
     reason: str = ""
 
 
-# KEYS: last, flap, alert→incident, group.  ARGV: status, now, dedup_ms, flap_window_s, flap_threshold,
-# group_window_ms, new incident id, fingerprint, severity rank, state ttl ms, incident key prefix.
+# KEYS: last, flap, alert→incident, group, decision of this event.  ARGV: status, now, dedup_ms, flap_window_s,
+# flap_threshold, group_window_ms, new incident id, fingerprint, severity rank, state ttl ms, incident key prefix.
+# The decision is remembered by event id: a redelivered alert (its Kafka transaction aborted) gets the same answer.
 _DECIDE = """
+local remembered = redis.call('GET', KEYS[5])
+if remembered then return cjson.decode(remembered) end
+local function decide()
 local status, now = ARGV[1], tonumber(ARGV[2])
 local fp, rank = ARGV[8], tonumber(ARGV[9])
 local ttl = tonumber(ARGV[10])
@@ -129,6 +135,10 @@ if firing == 0 then
   return {'merged', 'resolved', incident, 0, total, ''}
 end
 return {'merged', 'alert_resolved', incident, firing, total, ''}
+end
+local decision = decide()
+redis.call('SET', KEYS[5], cjson.encode(decision), 'PX', ARGV[10])
+return decision
 """
 
 
@@ -164,6 +174,7 @@ class AlertCorrelator:
             self._area.key("flap", fp),
             self._area.key("alert", fp),
             self._area.key("group", group_key(alert, rules.group_by)),
+            self._area.key("decision", alert.event_id),
         ]
         args = [
             alert.status,
@@ -180,6 +191,8 @@ class AlertCorrelator:
         ]
         reply = await self._area.run("correlate", self._decide(keys=keys, args=args))
         kind, effect, incident, firing, total, reason = reply
+        if incident is None or incident == 0:  # a remembered `false` comes back from cjson as nil / 0
+            incident = None
         outcome = CorrelationOutcome(
             kind=as_text(kind),  # type: ignore[arg-type]
             effect=as_text(effect),  # type: ignore[arg-type]

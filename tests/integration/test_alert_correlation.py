@@ -115,3 +115,14 @@ async def test_concurrent_alerts_of_one_group_open_exactly_one_incident(correlat
 
 async def _gone(redis: Redis, key: str) -> bool:
     return not await redis.exists(key)
+
+
+async def test_a_redelivered_alert_gets_the_same_outcome_again(correlator: AlertCorrelator) -> None:
+    alert = _alert()
+    first = await correlator.observe(alert)
+    redelivered = await correlator.observe(alert)
+    repeat = await correlator.observe(_alert())
+    orphan = _alert(status="resolved", service="cart")
+    assert redelivered == first and first.kind == "opened"
+    assert repeat.kind == "duplicate"
+    assert await correlator.observe(orphan) == await correlator.observe(orphan)
