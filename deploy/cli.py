@@ -12,7 +12,7 @@ from rich.console import Console
 from deploy import localstack
 from deploy.console_reports import components_table, doctor_table, print_topics
 from deploy.doctor import run_doctor, summary_line
-from deploy.json_logging import configure_logging
+from bus.process_logging import configure_logging
 from deploy.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="opswarm: a self-healing operations swarm.")
@@ -90,7 +90,7 @@ def main() -> None:
     except ValidationError as exc:
         typer.echo(f"opswarm: invalid settings (OPSWARM_* environment variables):\n{exc}", err=True)
         raise SystemExit(2) from None
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, quiet_clients=True)
     app(obj=settings)
 
 

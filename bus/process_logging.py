@@ -1,4 +1,4 @@
-"""JSON logs on stderr for the CLI process, configured once in `deploy.cli.main`."""
+"""JSON logs on stderr, configured once by each process's entry point (the CLI, every agent)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import sys
 from pythonjsonlogger.json import JsonFormatter
 
 # Client libraries log every failed connection attempt; the CLI reports those failures itself, with a reason.
-_CHATTY_LIBRARIES = ("aiokafka", "kafka", "pymongo", "qdrant_client", "httpx", "testcontainers")
+CHATTY_LIBRARIES = ("aiokafka", "kafka", "pymongo", "qdrant_client", "httpx", "testcontainers")
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, *, quiet_clients: bool = False) -> None:
+    """JSON lines on stderr at `level`; with `quiet_clients`, client libraries only speak at DEBUG."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter(
@@ -21,6 +22,6 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    if level != "DEBUG":
-        for name in _CHATTY_LIBRARIES:
+    if quiet_clients and level != "DEBUG":
+        for name in CHATTY_LIBRARIES:
             logging.getLogger(name).setLevel(logging.CRITICAL)

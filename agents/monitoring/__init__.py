@@ -1,0 +1,1 @@
+"""The monitoring agent: alerts in, incidents out (opened, updated, resolved), exactly once."""
