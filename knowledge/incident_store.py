@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -138,8 +139,8 @@ class IncidentStore:
         expected_version: int,
         event_id: str,
         fields: dict[str, Any] | None = None,
-        timeline: list[TimelineEntry] = (),  # type: ignore[assignment]
-        audit: list[AuditEntry] = (),  # type: ignore[assignment]
+        timeline: Sequence[TimelineEntry] = (),
+        audit: Sequence[AuditEntry] = (),
     ) -> WriteOutcome:
         """Write the next version if the incident is still at `expected_version` and `event_id` is new to it."""
         current = await self.get(incident_id)
@@ -170,7 +171,7 @@ class IncidentStore:
         event_id: str,
         actor: str,
         fields: dict[str, Any] | None = None,
-        timeline: list[TimelineEntry] = (),  # type: ignore[assignment]
+        timeline: Sequence[TimelineEntry] = (),
     ) -> WriteOutcome:
         """Move the incident to `target` if the lifecycle allows it; otherwise record the refusal in the audit."""
         check = check_transition(record.state, target)
