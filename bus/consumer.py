@@ -20,7 +20,7 @@ import enum
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -114,6 +114,7 @@ class EventConsumer:
         dlq_topic: str = DLQ.name,
         max_batch: int = 500,
         poll_timeout_s: float = 0.25,
+        start_at: Literal["earliest", "latest"] = "earliest",
     ) -> None:
         if delivery is Delivery.EXACTLY_ONCE and not transactional_id:
             raise ValueError("exactly-once delivery needs a stable transactional_id per agent instance")
@@ -135,7 +136,7 @@ class EventConsumer:
             client_id=f"{config.client_id_prefix}-{name}",
             group_id=group_id,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            auto_offset_reset=start_at,
             isolation_level="read_committed",
             max_poll_records=max_batch,
             request_timeout_ms=int(config.request_timeout_s * 1000),
@@ -172,7 +173,11 @@ class EventConsumer:
         failures = 0
         while not stop.is_set():
             batch = await self._consumer.getmany(timeout_ms=self._poll_timeout_ms, max_records=self._max_batch)
-            if self._consumer.assignment():
+            if self._consumer.assignment() and not self._started.is_set():
+                # Resolve every assigned partition's position now, so that an event published after
+                # `wait_started()` returns is seen even by a group that starts at "latest".
+                for tp in self._consumer.assignment():
+                    await self._consumer.position(tp)
                 self._started.set()
             if not batch:
                 continue

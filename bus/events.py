@@ -151,6 +151,15 @@ class RiskAssessment(Contract):
     reasons: list[str] = Field(default_factory=list)
 
 
+class ActionStat(Contract):
+    """How an action has fared for one kind of incident (its primary alert name), from closed incidents."""
+
+    kind: str
+    action: str
+    attempts: int = Field(ge=0)
+    successes: int = Field(ge=0)
+
+
 class KnowledgeHit(Contract):
     """One search result from the knowledge base."""
 
@@ -212,6 +221,9 @@ class IncidentClosed(Event):
     outcome: Literal["remediated", "escalated", "resolved_itself", "failed", "denied"]
     title: str
     service: str
+    kind: str | None = None
+    severity: Severity | None = None
+    alerts: list[AlertRef] = Field(default_factory=list)
     hypothesis: str | None = None
     actions: list[PlanStep] = Field(default_factory=list)
     verified: bool = False
@@ -225,6 +237,9 @@ class IncidentClosed(Event):
 class DiagnosisRequested(Event):
     type: Literal["diagnosis.requested"] = "diagnosis.requested"
     service: str
+    kind: str | None = None
+    severity: Severity | None = None
+    namespace: str | None = None
     alerts: list[AlertRef] = Field(default_factory=list)
     context: dict[str, Any] = Field(default_factory=dict)
 
@@ -236,6 +251,9 @@ class DiagnosisCompleted(Event):
     evidence: list[Evidence] = Field(default_factory=list)
     plan: RemediationPlan | None = None
     method: Literal["deterministic", "llm"] = "deterministic"
+    kind: str | None = None
+    # Success statistics of the plan's actions for this kind of incident, as knowledge reported them.
+    history: list[ActionStat] = Field(default_factory=list)
 
 
 # ---------------------------------------------------------------- actions and decisions
@@ -259,6 +277,9 @@ class ActionApproved(Event):
     risk: RiskAssessment
     idempotency_key: str
     comment: str = ""
+    # Set on the last step of a plan: execution verifies after it and rolls back with these steps on failure.
+    rollback: list[PlanStep] = Field(default_factory=list)
+    verify: VerifySpec | None = None
 
 
 class ActionRejected(Event):
@@ -276,6 +297,18 @@ class EscalationRaised(Event):
     summary: str = ""
     tier: str = "on-call"
     risk: RiskAssessment | None = None
+    step: PlanStep | None = None
+    needs_decision: bool = False
+
+
+class DecisionRecorded(Event):
+    """A human's answer to an escalation: approve or reject the pending action of an incident."""
+
+    type: Literal["decision.recorded"] = "decision.recorded"
+    action_id: str | None = None
+    decision: Literal["approve", "reject"]
+    decided_by: str = Field(min_length=1)
+    comment: str = ""
 
 
 class ActionExecuted(Event):
@@ -311,6 +344,7 @@ class VerificationFailed(Event):
     verify: VerifySpec
     observed: float | None = None
     reason: str
+    rolled_back: bool = False
 
 
 # ---------------------------------------------------------------- knowledge, changes, liveness
@@ -321,12 +355,16 @@ class KnowledgeQueried(Event):
     query: str = Field(min_length=1)
     k: int = Field(default=5, ge=1, le=100)
     filters: dict[str, str] = Field(default_factory=dict)
+    kind: str | None = None
+    # Actions whose success statistics for `kind` the asker wants back.
+    actions: list[str] = Field(default_factory=list)
 
 
 class KnowledgeAnswered(Event):
     type: Literal["knowledge.answered"] = "knowledge.answered"
     query_event_id: str
     hits: list[KnowledgeHit] = Field(default_factory=list)
+    action_stats: list[ActionStat] = Field(default_factory=list)
 
 
 class ChangeRecorded(Event):
@@ -361,6 +399,7 @@ ALL_EVENT_TYPES: tuple[type[Event], ...] = (
     ActionApproved,
     ActionRejected,
     EscalationRaised,
+    DecisionRecorded,
     ActionExecuted,
     ActionFailed,
     VerificationPassed,
@@ -383,6 +422,7 @@ AnyEvent = (
     | ActionApproved
     | ActionRejected
     | EscalationRaised
+    | DecisionRecorded
     | ActionExecuted
     | ActionFailed
     | VerificationPassed

@@ -34,7 +34,7 @@ ALERTS = TopicSpec("opswarm.alerts.v1", 6, 7 * DAY_MS, description="AlertReceive
 INCIDENTS = TopicSpec("opswarm.incidents.v1", 6, 30 * DAY_MS, description="incident lifecycle, keyed by incident")
 DIAGNOSIS = TopicSpec("opswarm.diagnosis.v1", 6, 30 * DAY_MS, description="diagnosis requests and results")
 ACTIONS = TopicSpec("opswarm.actions.v1", 6, 30 * DAY_MS, description="proposals, decisions, execution, verification")
-ESCALATIONS = TopicSpec("opswarm.escalations.v1", 3, 30 * DAY_MS, description="escalations to humans")
+ESCALATIONS = TopicSpec("opswarm.escalations.v1", 3, 30 * DAY_MS, description="escalations to humans and their decisions")
 KNOWLEDGE = TopicSpec("opswarm.knowledge.v1", 3, 1 * DAY_MS, description="knowledge queries and answers")
 CHANGES = TopicSpec("opswarm.changes.v1", 6, 30 * DAY_MS, description="deploys and config changes, keyed by service")
 HEARTBEATS = TopicSpec(
@@ -84,6 +84,7 @@ ROUTES: dict[type[ev.Event], Route] = {
     ev.VerificationPassed: Route(ACTIONS, _by_incident),
     ev.VerificationFailed: Route(ACTIONS, _by_incident),
     ev.EscalationRaised: Route(ESCALATIONS, _by_incident),
+    ev.DecisionRecorded: Route(ESCALATIONS, _by_incident),
     ev.KnowledgeQueried: Route(KNOWLEDGE, _by_incident),
     ev.KnowledgeAnswered: Route(KNOWLEDGE, _by_incident),
     ev.ChangeRecorded: Route(CHANGES, _by_service),

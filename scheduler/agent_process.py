@@ -10,7 +10,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from bus.consumer import EventConsumer
@@ -34,13 +34,19 @@ async def run_agent(
     stop: asyncio.Event,
     *,
     beat_every_s: float = 5.0,
+    tasks: Sequence[Callable[[asyncio.Event], Awaitable[None]]] = (),
 ) -> None:
-    """Run the consumers and beat until `stop` is set (or a consumer fails, which is raised)."""
+    """Run the consumers, the background `tasks` and the heartbeat until `stop` is set.
+
+    A consumer or task that fails ends the agent with its error (the supervisor restarts the process).
+    """
     log.info("agent starting", extra={"agent": identity.agent, "instance_id": identity.instance_id})
     try:
         async with asyncio.TaskGroup() as group:
             for consumer in consumers:
                 group.create_task(consumer.run(stop))
+            for task in tasks:
+                group.create_task(task(stop))
             group.create_task(_beat_until_stopped(identity, consumers, heartbeats, stop, beat_every_s))
     finally:
         try:

@@ -56,6 +56,7 @@ def sample_events(incident_id: str = "inc-1") -> list[ev.Event]:
         ),
         ev.ActionRejected(**common, action_id="act-2", rejected_by="coordination", reason="FORBIDDEN", risk=_RISK),
         ev.EscalationRaised(**common, action_id="act-2", reason="database failover is forbidden", risk=_RISK),
+        ev.DecisionRecorded(**common, action_id="act-3", decision="approve", decided_by="alice", comment="go"),
         ev.ActionExecuted(
             **common, action_id="act-1", step=_STEP, idempotency_key="inc-1/act-1", duration_ms=120.5,
             output={"pid": 4242},

@@ -30,6 +30,7 @@ def build_consumer(settings: MonitoringSettings, correlator: AlertCorrelator) ->
         delivery=Delivery.EXACTLY_ONCE,
         transactional_id=f"opswarm-{settings.instance_id}",
         event_types=frozenset({"alert.received"}),
+        start_at=settings.consumer_start,
     )
 
 
