@@ -6,20 +6,22 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from bus.config import KafkaConfig
+from knowledge.incident_store import IncidentStore
 from scheduler.clock import ManualClock
 from tests.integration.redis_keys import keys_under, redis_for
 
 
 @pytest.fixture(scope="session")
-def kafka_config(services) -> KafkaConfig:  # noqa: ANN001 - `services` comes from tests/conftest.py
+def kafka_config(services) -> KafkaConfig:
     return KafkaConfig(bootstrap_servers=services.kafka_bootstrap, connect_timeout_s=30)
 
 
 @pytest.fixture(scope="session")
-async def redis_client(services) -> AsyncIterator[Redis]:  # noqa: ANN001
+async def redis_client(services) -> AsyncIterator[Redis]:
     client = redis_for(services)
     try:
         yield client
@@ -40,3 +42,19 @@ async def key_prefix(redis_client: Redis) -> AsyncIterator[str]:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
+
+
+@pytest.fixture
+async def incident_store(services) -> AsyncIterator[IncidentStore]:
+    """An incident store in collections of the test's own, dropped afterwards."""
+    client: AsyncMongoClient = AsyncMongoClient(services.mongo_url, serverSelectionTimeoutMS=5000)
+    database = client["opswarm_tests"]
+    name = f"incidents_{uuid.uuid4().hex[:8]}"
+    store = IncidentStore.in_database(database, name)
+    await store.ensure_indexes()
+    try:
+        yield store
+    finally:
+        await database[name].drop()
+        await database[f"{name}_versions"].drop()
+        await client.close()
