@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 OPSWARM := $(VENV)/bin/opswarm
 STATE_DIR := $(or $(OPSWARM_STATE_DIR),.opswarm)
 # What `make clean` removes from the state directory (the per-checkout tools under .opswarm/tools stay).
-STATE_SUBDIRS := kafka redis ferretdb qdrant logs run
+STATE_SUBDIRS := kafka redis ferretdb qdrant prometheus agents targets deployments scenarios logs run
 
 .PHONY: help setup up down status doctor test bench-bus clean
 

@@ -29,9 +29,11 @@ class StackSettings(BaseModel):
     kafka_controller_port: int = Field(default=19093, gt=0, lt=65536)
     redis_port: int = Field(default=16379, gt=0, lt=65536)
     mongo_port: int = Field(default=27027, gt=0, lt=65536)
+    prometheus_port: int = Field(default=19090, gt=0, lt=65536)
     kafka_heap: str = Field(default="512m", pattern=r"^[0-9]+[kmg]$")
     java: str = "java"
     redis_server: str = "redis-server"
+    prometheus: str = "/usr/bin/prometheus"
     # How long `up` waits for a component to answer a real client, and `down` for it to exit after SIGTERM.
     ready_timeout_s: float = Field(default=90.0, gt=0)
     stop_timeout_s: float = Field(default=20.0, gt=0)
@@ -54,6 +56,10 @@ class Settings(BaseSettings):
     qdrant_path: Path | None = None
     qdrant_url: str | None = None
     qdrant_api_key: SecretStr | None = None
+    # Where the swarm keeps its state: Redis key prefix, MongoDB database and incident collection.
+    redis_prefix: str = "opswarm"
+    mongo_database: str = "opswarm"
+    incidents_collection: str = "incidents"
     # Upper bound for each round trip of `opswarm doctor`.
     doctor_timeout_s: float = Field(default=10.0, gt=0)
 
@@ -92,3 +98,19 @@ class Settings(BaseSettings):
     def qdrant_dir(self) -> Path:
         assert self.qdrant_path is not None
         return self.qdrant_path
+
+    def prometheus_url(self) -> str:
+        """The local stack's Prometheus (its HTTP API and UI)."""
+        return f"http://{self.stack.host}:{self.stack.prometheus_port}"
+
+    def targets_dir(self) -> Path:
+        """The process supervisor's state: the target processes the execution agent may restart."""
+        return self.state_dir / "targets"
+
+    def deployments_dir(self) -> Path:
+        """The local deployment platform's releases (what rollback_deploy and scale act on)."""
+        return self.state_dir / "deployments"
+
+    def scenarios_dir(self) -> Path:
+        """Scenario targets' data directories: the one root clear_disk may delete in by default."""
+        return self.state_dir / "scenarios"

@@ -11,8 +11,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-# System packages the project needs. Later issues add prometheus, prometheus-alertmanager, chromium.
-APT_PACKAGES=(redis-server)
+# System packages the project needs. A later issue adds chromium.
+APT_PACKAGES=(redis-server prometheus prometheus-alertmanager)
 MIN_PYTHON="3.11"
 TOOLS_DIR="$ROOT/.opswarm/tools"
 VENV_DIR="$ROOT/.venv"
@@ -54,7 +54,8 @@ step_apt() {
     if [[ ${#missing[@]} -eq 0 ]]; then report apt ok; return; fi
     need_command apt-get apt "install ${missing[*]} with your package manager"
     run_logged apt as_root apt-get update -q
-    # The Debian package may start a system redis on 6379; harmless, the local stack runs its own on its own port.
+    # The Debian packages may start a system redis on 6379 and a Prometheus on 9090 (plus an Alertmanager on 9093);
+    # harmless, the local stack runs its own on its own ports.
     run_logged apt as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
     report apt installed
 }

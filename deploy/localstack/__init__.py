@@ -1,4 +1,4 @@
-"""The local stack without Docker: Kafka (KRaft), Redis and FerretDB as detached processes of our own.
+"""The local stack without Docker: Kafka (KRaft), Redis, FerretDB and Prometheus as detached processes of our own.
 
 Qdrant needs no process: the clients use qdrant-client's local path mode under the state directory.
 """

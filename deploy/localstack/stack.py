@@ -1,4 +1,4 @@
-"""`up`, `down` and `status` of the local stack: Kafka, Redis and FerretDB as detached processes of our own.
+"""`up`, `down` and `status` of the local stack: Kafka, Redis, FerretDB and Prometheus as detached processes of our own.
 
 Layout under the state directory: `<component>/` data and generated config, `logs/<component>.log` output,
 `run/<component>.pid` (+ `.launch.json`) bookkeeping. All three are idempotent; `down` only ever signals a
@@ -17,6 +17,7 @@ from deploy.localstack.component import Component, ComponentError, wait_ready
 from deploy.localstack.ferretdb_server import ferretdb_component
 from deploy.localstack.kafka_broker import kafka_component
 from deploy.localstack.processes import ProcessRecord, RunDir, port_in_use, spawn, terminate
+from deploy.localstack.prometheus_server import prometheus_component
 from deploy.localstack.redis_server import redis_component
 from deploy.settings import Settings
 
@@ -51,7 +52,12 @@ class UpReport:
 
 
 def stack_components(settings: Settings) -> list[Component]:
-    return [kafka_component(settings), redis_component(settings), ferretdb_component(settings)]
+    return [
+        kafka_component(settings),
+        redis_component(settings),
+        ferretdb_component(settings),
+        prometheus_component(settings),
+    ]
 
 
 def _run_dir(settings: Settings) -> RunDir:

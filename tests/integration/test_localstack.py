@@ -19,7 +19,7 @@ from tests.services import ServiceEndpoints, free_tcp_port
 
 pytestmark = pytest.mark.integration
 
-COMPONENTS = ["kafka", "redis", "ferretdb"]
+COMPONENTS = ["kafka", "redis", "ferretdb", "prometheus"]
 
 
 async def test_up_twice_changes_nothing(settings: Settings, services: ServiceEndpoints) -> None:
@@ -74,20 +74,22 @@ async def test_stale_pid_file_is_ignored_and_removed(tmp_path: Path, settings: S
 
 
 async def test_up_names_the_busy_port_and_the_setting(tmp_path: Path, settings: Settings) -> None:
-    with _listening_sockets(3) as ports:
-        env = _private_stack_env(tmp_path, kafka=ports[0], redis=ports[1], mongo=ports[2])
+    with _listening_sockets(len(COMPONENTS)) as ports:
+        env = _private_stack_env(tmp_path, kafka=ports[0], redis=ports[1], mongo=ports[2], prometheus=ports[3])
         result = await run_opswarm("up", env=env)
     assert result.returncode == 1, result.describe()
-    for port, setting in zip(ports, ["KAFKA_PORT", "REDIS_PORT", "MONGO_PORT"], strict=True):
+    for port, setting in zip(ports, ["KAFKA_PORT", "REDIS_PORT", "MONGO_PORT", "PROMETHEUS_PORT"], strict=True):
         assert f"port {port} is in use by another process (pid {os.getpid()}" in result.stderr, result.describe()
         assert f"set OPSWARM_STACK__{setting}" in result.stderr
     private = settings.model_copy(update={"state_dir": tmp_path})
-    assert [r.state for r in localstack.status(private)] == ["stopped"] * 3
+    assert [r.state for r in localstack.status(private)] == ["stopped"] * len(COMPONENTS)
     assert not list((tmp_path / "run").glob("*.pid"))
 
 
 async def test_down_leaves_no_process_behind(tmp_path: Path) -> None:
-    env = _private_stack_env(tmp_path, kafka=free_tcp_port(), redis=free_tcp_port(), mongo=free_tcp_port())
+    env = _private_stack_env(
+        tmp_path, kafka=free_tcp_port(), redis=free_tcp_port(), mongo=free_tcp_port(), prometheus=free_tcp_port()
+    )
     try:
         up = await run_opswarm("up", env=env, timeout_s=180)
         assert up.returncode == 0, up.describe()
@@ -95,7 +97,7 @@ async def test_down_leaves_no_process_behind(tmp_path: Path) -> None:
         assert all(procfs.is_alive(pid) for pid in pids.values()), pids
         again = await run_opswarm("up", env=env)
         assert again.returncode == 0, again.describe()
-        assert again.stdout.count("already running") == 3, again.describe()
+        assert again.stdout.count("already running") == len(COMPONENTS), again.describe()
     finally:
         down = await run_opswarm("down", env=env, timeout_s=90)
     assert down.returncode == 0, down.describe()
@@ -105,7 +107,7 @@ async def test_down_leaves_no_process_behind(tmp_path: Path) -> None:
     assert not list((tmp_path / "run").glob("*"))
 
 
-def _private_stack_env(state_dir: Path, *, kafka: int, redis: int, mongo: int) -> dict[str, str]:
+def _private_stack_env(state_dir: Path, *, kafka: int, redis: int, mongo: int, prometheus: int) -> dict[str, str]:
     """Settings for a second, private stack instance in `state_dir`, on its own ports (clients pointed there too)."""
     return {
         "OPSWARM_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka}",
@@ -117,6 +119,7 @@ def _private_stack_env(state_dir: Path, *, kafka: int, redis: int, mongo: int) -
         "OPSWARM_STACK__KAFKA_CONTROLLER_PORT": str(free_tcp_port()),
         "OPSWARM_STACK__REDIS_PORT": str(redis),
         "OPSWARM_STACK__MONGO_PORT": str(mongo),
+        "OPSWARM_STACK__PROMETHEUS_PORT": str(prometheus),
     }
 
 
