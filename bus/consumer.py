@@ -24,7 +24,7 @@ from typing import Literal, NamedTuple
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import ProducerFenced
+from aiokafka.errors import IllegalStateError, ProducerFenced
 from aiokafka.structs import OffsetAndMetadata
 
 from bus.codec import decode_event
@@ -38,6 +38,8 @@ from bus.topics import DLQ
 log = logging.getLogger(__name__)
 
 RETRIABLE = (RetriableError, TimeoutError, ConnectionError)
+# How long `lag()` waits, in all, for positions being reset (those partitions count 0 for now).
+_LAG_TIMEOUT_S = 1.0
 
 
 class Delivery(enum.StrEnum):
@@ -153,8 +155,41 @@ class EventConsumer:
         """Returns once the consumer joined its group and owns partitions (for tests and health)."""
         await self._started.wait()
 
+    @property
+    def is_started(self) -> bool:
+        """Whether `wait_started()` would return at once (it stays true once set)."""
+        return self._started.is_set()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment())
+
+    async def lag(self) -> int:
+        """Events of the current assignment not consumed yet: the sum of (end of log − position) per partition.
+
+        The end is the last stable offset (reading `read_committed`, nothing past an open transaction is
+        delivered), else the highwater mark. Partitions whose end or position is not known yet (no fetch
+        answered, or the position is still being reset) count 0, as does one revoked meanwhile.
+        """
+        ends: dict[TopicPartition, int] = {}
+        for tp in self._consumer.assignment():
+            stable = self._consumer.last_stable_offset(tp)
+            end = stable if stable is not None and stable >= 0 else self._consumer.highwater(tp)
+            if end is not None:
+                ends[tp] = end
+        total = 0
+        deadline = asyncio.get_running_loop().time() + _LAG_TIMEOUT_S
+        for tp, end in ends.items():
+            try:
+                async with asyncio.timeout_at(deadline):  # a known position answers without waiting
+                    position = await self._consumer.position(tp)
+            except (TimeoutError, IllegalStateError):
+                continue
+            total += max(0, end - position)
+        return total
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then finish the record in hand, commit and close."""

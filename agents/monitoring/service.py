@@ -10,6 +10,7 @@ from agents.monitoring.settings import MonitoringSettings
 from bus.consumer import Delivery, EventConsumer, RecordContext
 from bus.events import AlertReceived, AnyEvent, Event
 from bus.topics import ALERTS
+from scheduler.agent_http import agent_http
 from scheduler.agent_process import AgentIdentity, run_agent
 from scheduler.alert_correlation import AlertCorrelator, CorrelationRules
 from scheduler.heartbeats import HeartbeatRegistry
@@ -45,4 +46,6 @@ async def run_monitoring(settings: MonitoringSettings, stop: asyncio.Event, redi
     consumer = build_consumer(settings, correlator)
     heartbeats = HeartbeatRegistry(redis, settings.redis_prefix, settings.heartbeat_ttl_s)
     identity = AgentIdentity("monitoring", settings.instance_id)
-    await run_agent(identity, [consumer], heartbeats, stop, beat_every_s=settings.heartbeat_every_s)
+    await run_agent(
+        identity, [consumer], heartbeats, stop, beat_every_s=settings.heartbeat_every_s, http=agent_http(settings)
+    )

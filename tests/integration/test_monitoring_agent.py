@@ -45,6 +45,7 @@ async def test_monitoring_turns_alerts_into_incidents(
         "OPSWARM_INSTANCE_ID": f"monitoring-{run}",
         "OPSWARM_CONSUMER_GROUP": f"monitoring-test-{run}",
         "OPSWARM_HEARTBEAT_EVERY_S": "0.2",
+        "OPSWARM_HTTP_PORT": "0",
     }
     log = (tmp_path / "monitoring.log").open("wb")
     process = subprocess.Popen([sys.executable, "-m", "agents.monitoring"], cwd=REPO, env=env, stdout=log, stderr=log)
