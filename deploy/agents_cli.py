@@ -89,6 +89,10 @@ def agent_env(settings: Settings) -> dict[str, str]:
         "OPSWARM_CLEAR_DISK_ROOTS": json.dumps([str(state / "scenarios")]),
         # The target processes' logs are written by the process supervisor, in its directory.
         "OPSWARM_LOG_ROOTS": json.dumps([str(state / "targets")]),
+        # A group without committed offsets starts at the end of its topics: a local swarm started for the first
+        # time acts on what happens from then on, not on the history tests and earlier runs left in the topics.
+        # After that, committed offsets rule (nothing is missed across restarts and crashes).
+        "OPSWARM_CONSUMER_START": "latest",
     }
     if settings.qdrant_url:
         env["OPSWARM_QDRANT_URL"] = settings.qdrant_url

@@ -10,6 +10,9 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from deploy import localstack
+from deploy.agents_cli import agents_app
+from deploy.incidents_cli import decision_command, incidents_app
+from deploy.scenario_cli import scenario_app
 from deploy.console_reports import components_table, doctor_table, print_topics
 from deploy.doctor import run_doctor, summary_line
 from bus.process_logging import configure_logging
@@ -17,6 +20,11 @@ from deploy.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="opswarm: a self-healing operations swarm.")
 console = Console(highlight=False)
+app.add_typer(agents_app, name="agents")
+app.add_typer(incidents_app, name="incidents")
+app.add_typer(scenario_app, name="scenario")
+app.command("approve")(decision_command("approve"))
+app.command("reject")(decision_command("reject"))
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -32,7 +40,7 @@ def up(
         False, "--topics-only", help="Only create/align the topics on the configured Kafka (e.g. docker compose)."
     ),
 ) -> None:
-    """Start the local stack (Kafka, Redis, FerretDB) if it is not running, then create or align the topics."""
+    """Start the local stack (Kafka, Redis, FerretDB, Prometheus) if it is not running, then align the topics."""
     settings = _settings(ctx)
     if topics_only:
         print_topics(console, asyncio.run(localstack.ensure_bus_topics(settings)))

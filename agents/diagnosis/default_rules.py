@@ -16,9 +16,13 @@ from agents.diagnosis.playbook import MetricProbe, Playbook, PlaybookRule, StepT
 
 UP = 'min(up{service="{service}"})'
 DISK_USED = 'max(demo_disk_used_bytes{service="{service}"})'
+# Only the release running now counts: a range selector still holds a replaced release's last samples for the
+# whole range (staleness hides a series from instant selectors only), so the rates are joined with the
+# instant `demo_build_info` of the live release.
+_LIVE = ' and on(service, version) demo_build_info{service="{service}"}'
 ERROR_RATIO = (
-    'sum(irate(demo_request_errors_total{service="{service}"}[1m]))'
-    ' / sum(irate(demo_requests_total{service="{service}"}[1m]))'
+    f'sum(irate(demo_request_errors_total{{service="{{service}}"}}[1m]){_LIVE})'
+    f' / sum(irate(demo_requests_total{{service="{{service}}"}}[1m]){_LIVE})'
 )
 LATENCY_P99 = (
     'histogram_quantile(0.99, sum by (le) (irate(demo_request_duration_seconds_bucket{service="{service}"}[1m])))'

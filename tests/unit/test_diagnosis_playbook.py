@@ -34,9 +34,10 @@ POOL = 'max(demo_pool_in_use{service="checkout"} / demo_pool_size{service="check
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 UP = 'min(up{service="checkout"})'
 DISK = 'max(demo_disk_used_bytes{service="checkout"})'
+LIVE = ' and on(service, version) demo_build_info{service="checkout"}'
 ERRORS = (
-    'sum(irate(demo_request_errors_total{service="checkout"}[1m]))'
-    ' / sum(irate(demo_requests_total{service="checkout"}[1m]))'
+    f'sum(irate(demo_request_errors_total{{service="checkout"}}[1m]){LIVE})'
+    f' / sum(irate(demo_requests_total{{service="checkout"}}[1m]){LIVE})'
 )
 
 

@@ -1,0 +1,1 @@
+"""Scenarios: real faults injected into real local target processes, handled by the live swarm."""
