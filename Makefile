@@ -17,7 +17,7 @@ help: ## List the targets
 setup: ## Install what a fresh clone needs (apt packages, .venv, Kafka classpath, FerretDB); fast when done
 	@deploy/setup.sh
 
-up: setup ## Start the local stack (Kafka, Redis, FerretDB) and create the topics
+up: setup ## Start the local stack (Kafka, Redis, FerretDB, Prometheus) and create the topics
 	@$(OPSWARM) up
 
 down: ## Stop the local stack

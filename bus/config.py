@@ -18,5 +18,8 @@ class KafkaConfig(BaseModel):
     request_timeout_s: float = Field(default=30.0, gt=0)
     # Upper bound for one publish to be acknowledged by every in-sync replica.
     publish_timeout_s: float = Field(default=15.0, gt=0)
+    # How long a consumer's transaction may stay open (the broker caps it, 15 min by default): it spans the
+    # handling of a batch, which for execution includes running an action.
+    transaction_timeout_s: float = Field(default=900.0, gt=0, le=900)
     # Upper bound for the connection/metadata handshake when a client starts.
     connect_timeout_s: float = Field(default=20.0, gt=0)

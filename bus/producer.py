@@ -43,6 +43,7 @@ def build_producer(config: KafkaConfig, *, client_id: str, transactional_id: str
     }
     if transactional_id is not None:
         options["transactional_id"] = transactional_id
+        options["transaction_timeout_ms"] = int(config.transaction_timeout_s * 1000)
     return AIOKafkaProducer(**options)
 
 

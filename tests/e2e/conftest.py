@@ -1,5 +1,4 @@
-"""The whole swarm for end-to-end tests: `opswarm agents up` on the local stack (started here when needed, and
-stopped again afterwards only if it was started here)."""
+"""The whole swarm for end-to-end tests: `opswarm agents up` on the local stack, stopped again afterwards."""
 
 from __future__ import annotations
 
@@ -25,18 +24,17 @@ LINE = re.compile(
 
 @pytest.fixture(scope="package")
 async def swarm(services: ServiceEndpoints, settings: SuiteSettings) -> AsyncIterator[Path]:
-    """The agents' supervisor state file, once all five agents beat."""
-    already = await run_opswarm("agents", "status", "--check", timeout_s=60)
-    started_here = already.returncode != 0
-    if started_here:
-        up = await run_opswarm("agents", "up", timeout_s=180)
-        assert up.returncode == 0, up.describe()
+    """A swarm of this checkout's code (a running one is stopped first: it would be stale, and the integration
+    tests run agents of their own on the same topics); the supervisor's state file once all five agents beat."""
+    down = await run_opswarm("agents", "down", timeout_s=120)
+    assert down.returncode == 0, down.describe()
+    up = await run_opswarm("agents", "up", timeout_s=180)
+    assert up.returncode == 0, up.describe()
     try:
         yield settings.state_dir / "agents" / "state.json"
     finally:
-        if started_here:
-            down = await run_opswarm("agents", "down", timeout_s=120)
-            assert down.returncode == 0, down.describe()
+        down = await run_opswarm("agents", "down", timeout_s=120)
+        assert down.returncode == 0, down.describe()
 
 
 def agent_pid(state_file: Path, agent: str) -> int:
