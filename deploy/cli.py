@@ -9,13 +9,13 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from bus.process_logging import configure_logging
 from deploy import localstack
 from deploy.agents_cli import agents_app
-from deploy.incidents_cli import decision_command, incidents_app
-from deploy.scenario_cli import scenario_app
 from deploy.console_reports import components_table, doctor_table, print_topics
 from deploy.doctor import run_doctor, summary_line
-from bus.process_logging import configure_logging
+from deploy.incidents_cli import decision_command, incidents_app
+from deploy.scenario_cli import scenario_app
 from deploy.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="opswarm: a self-healing operations swarm.")
