@@ -127,6 +127,7 @@ class EventConsumer:
         self._handler = handler
         self._delivery = delivery
         self._event_types = event_types
+        self._start_at = start_at
         self._retry = retry
         self._dlq_topic = dlq_topic
         self._max_batch = max_batch
@@ -213,6 +214,8 @@ class EventConsumer:
                 # `wait_started()` returns is seen even by a group that starts at "latest".
                 for tp in self._consumer.assignment():
                     await self._consumer.position(tp)
+                if self._start_at == "latest":
+                    await self._commit_starting_points(batch)
                 self._started.set()
             if not batch:
                 continue
@@ -237,6 +240,21 @@ class EventConsumer:
                 self.stats.redeliveries += 1
                 self._rewind(batch)
                 await _wait_or_stop(stop, self._retry.backoff(min(failures, self._retry.max_attempts)))
+
+    async def _commit_starting_points(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Make "latest" a durable starting point: commit it for every partition the group has no offset for.
+
+        Otherwise a process that dies before its first commit would start at the end again after its restart and
+        skip what arrived meanwhile (the very event it was handling, say).
+        """
+        starting: dict[TopicPartition, int] = {}
+        for tp in self._consumer.assignment():
+            if await self._consumer.committed(tp) is None:
+                records = batch.get(tp)
+                starting[tp] = records[0].offset if records else await self._consumer.position(tp)
+        if starting:
+            await self._consumer.commit(starting)
+            log.info("starting offsets committed", extra={"consumer": self._name, "partitions": len(starting)})
 
     async def _process_then_commit(self, batch: dict[TopicPartition, list[ConsumerRecord]], stop: asyncio.Event) -> None:
         offsets: dict[TopicPartition, int] = {}
