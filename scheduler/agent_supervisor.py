@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +61,19 @@ class StateBoard:
         self.state.write_atomically(self._path)
 
 
-async def supervise(spec: SupervisorSpec, stop: asyncio.Event) -> SupervisorState:
-    """Run every agent of `spec` until `stop` is set; then stop them all. The final state."""
+async def supervise(
+    spec: SupervisorSpec, stop: asyncio.Event, inherited_env: Mapping[str, str] | None = None
+) -> SupervisorState:
+    """Run every agent of `spec` until `stop` is set; then stop them all. The final state.
+
+    Each agent gets `inherited_env` (the supervisor's own environment, read in `__main__`) with its spec's
+    variables on top.
+    """
     board = StateBoard(spec)
     log.info("supervisor started", extra={"agents": [agent.name for agent in spec.agents], "pid": os.getpid()})
     async with asyncio.TaskGroup() as group:
         for agent in spec.agents:
-            group.create_task(_keep_running(agent, spec, board, stop))
+            group.create_task(_keep_running(agent, spec, board, stop, inherited_env or {}))
         group.create_task(_note_stopping(board, stop))
     log.info("supervisor stopped", extra={"pid": os.getpid()})
     return board.state
@@ -77,13 +84,15 @@ async def _note_stopping(board: StateBoard, stop: asyncio.Event) -> None:
     board.stopping()
 
 
-async def _keep_running(agent: AgentSpec, spec: SupervisorSpec, board: StateBoard, stop: asyncio.Event) -> None:
+async def _keep_running(
+    agent: AgentSpec, spec: SupervisorSpec, board: StateBoard, stop: asyncio.Event, inherited_env: Mapping[str, str]
+) -> None:
     """Start `agent`, and start it again whenever it exits, until `stop`."""
     streak = 0
     restarts = 0
     while not stop.is_set():
         started = time.monotonic()
-        process = await _start(agent)
+        process = await _start(agent, inherited_env)
         if process is None:
             exit_code = None
         else:
@@ -117,11 +126,10 @@ async def _keep_running(agent: AgentSpec, spec: SupervisorSpec, board: StateBoar
     board.update(agent.name, phase="stopped", pid=None, next_restart_at=None)
 
 
-async def _start(agent: AgentSpec) -> asyncio.subprocess.Process | None:
+async def _start(agent: AgentSpec, inherited_env: Mapping[str, str]) -> asyncio.subprocess.Process | None:
     """The agent's process, in a new session (its own process group); None when it cannot be started."""
     agent.log_file.parent.mkdir(parents=True, exist_ok=True)
-    # The agent inherits the supervisor's environment, with its spec's variables on top.
-    env = {**os.environ, **agent.env}
+    env = {**inherited_env, **agent.env}
     try:
         with agent.log_file.open("ab") as out:
             process = await asyncio.create_subprocess_exec(
@@ -183,10 +191,10 @@ async def _stop_within(stop: asyncio.Event, seconds: float) -> bool:
     return True
 
 
-async def main(spec: SupervisorSpec) -> None:
+async def main(spec: SupervisorSpec, inherited_env: Mapping[str, str]) -> None:
     stop = asyncio.Event()
     stop_on_signals(stop)
-    await supervise(spec, stop)
+    await supervise(spec, stop, inherited_env)
 
 
 if __name__ == "__main__":
@@ -194,4 +202,5 @@ if __name__ == "__main__":
         sys.exit("usage: python -m scheduler.agent_supervisor SPEC.json")
     supervisor_spec = SupervisorSpec.load(Path(sys.argv[1]))
     configure_logging(supervisor_spec.log_level)
-    asyncio.run(main(supervisor_spec))
+    # Read once, here where the process is configured: the agents inherit it (PATH, HOME, ...).
+    asyncio.run(main(supervisor_spec, dict(os.environ)))
