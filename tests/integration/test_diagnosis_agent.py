@@ -8,8 +8,6 @@ scraping a real target; the logs are real files.
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -17,7 +15,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from pydantic import SecretStr
@@ -44,20 +41,12 @@ from bus.producer import EventPublisher
 from bus.topics import DIAGNOSIS, KNOWLEDGE
 from scheduler.change_history import ChangeHistory
 from tests.integration.kafka_reading import TopicReader
+from tests.integration.prometheus_process import prometheus_scraping
 from tests.integration.redis_keys import eventually
 
 pytestmark = pytest.mark.integration
 
 START_TIMEOUT_S = 60.0
-PROMETHEUS_CONFIG = """global:
-  scrape_interval: 1s
-scrape_configs:
-  - job_name: diagnosis-test-target
-    static_configs:
-      - targets: ["127.0.0.1:{port}"]
-        labels:
-          service: "{service}"
-"""
 
 
 @pytest.fixture
@@ -244,42 +233,10 @@ def disk_target(run_id: str) -> Iterator[tuple[str, int]]:
 def prometheus(tmp_path: Path, disk_target: tuple[str, int]) -> Iterator[str]:
     """A real Prometheus scraping the disk target every second; its URL, once the target's series is there."""
     service, target_port = disk_target
-    where = tmp_path / "prometheus"
-    where.mkdir()
-    (where / "prometheus.yml").write_text(PROMETHEUS_CONFIG.format(port=target_port, service=service))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    with (where / "prometheus.log").open("wb") as log:
-        server = subprocess.Popen(
-            ["/usr/bin/prometheus", f"--config.file={where / 'prometheus.yml'}",
-             f"--storage.tsdb.path={where / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
-    try:
-        series = f'demo_disk_used_bytes{{service="{service}"}}'
-        _wait(lambda: _samples(url, series), "the target's series in Prometheus")
+    series = f'demo_disk_used_bytes{{service="{service}"}}'
+    with prometheus_scraping(tmp_path / "prometheus", target_port, series, labels={"service": service}) as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(15)
 
-
-def _samples(url: str, query: str) -> bool:
-    try:
-        body = httpx.get(f"{url}/api/v1/query", params={"query": query}, timeout=2).json()
-    except (httpx.HTTPError, ValueError):
-        return False
-    return body.get("status") == "success" and bool(body["data"]["result"])
-
-
-def _wait(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not there within {timeout_s}s")
-        time.sleep(0.2)
 
 
 async def test_a_full_disk_is_diagnosed_from_prometheus_and_the_logs(

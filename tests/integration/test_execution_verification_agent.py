@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from redis.asyncio import Redis
 
@@ -33,8 +32,8 @@ from tests.integration.execution_agent_support import (
 )
 from tests.integration.execution_support import python_argv, wait_until
 from tests.integration.kafka_reading import TopicReader
+from tests.integration.prometheus_process import prometheus_scraping
 from tests.integration.redis_keys import eventually
-from tests.services import free_tcp_port
 
 pytestmark = pytest.mark.integration
 
@@ -57,60 +56,20 @@ server = http.server.HTTPServer(("127.0.0.1", 0), Metrics)
 print(server.server_address[1], flush=True)
 server.serve_forever()
 """
-PROMETHEUS_CONFIG = """global:
-  scrape_interval: 1s
-scrape_configs:
-  - job_name: opswarm-test-target
-    static_configs:
-      - targets: ["127.0.0.1:{port}"]
-"""
-
-
-def _poll(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not true within {timeout_s}s")
-        time.sleep(0.1)
-
-
-def _answers(url: str, path: str, **params: str) -> httpx.Response | None:
-    try:
-        return httpx.get(f"{url}{path}", params=params, timeout=2)
-    except httpx.HTTPError:
-        return None
-
-
-def _has_samples(url: str, query: str) -> bool:
-    response = _answers(url, "/api/v1/query", query=query)
-    return response is not None and bool(response.json().get("data", {}).get("result"))
 
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of a real Prometheus, once it has scraped METRIC from its real target."""
-    where = tmp_path_factory.mktemp("prometheus")
     target = subprocess.Popen(python_argv(METRICS_TARGET), stdout=subprocess.PIPE)
-    server = None
     try:
         assert target.stdout is not None
-        (where / "prometheus.yml").write_text(PROMETHEUS_CONFIG.format(port=int(target.stdout.readline())))
-        port = free_tcp_port()
-        with (where / "prometheus.log").open("wb") as log:
-            server = subprocess.Popen(
-                ["/usr/bin/prometheus", f"--config.file={where / 'prometheus.yml'}",
-                 f"--storage.tsdb.path={where / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                stdout=log, stderr=log,
-            )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        _poll(lambda: (r := _answers(url, "/-/ready")) is not None and r.status_code == 200, "prometheus ready")
-        _poll(lambda: _has_samples(url, METRIC), "the target scraped")
-        yield url
+        port = int(target.stdout.readline())
+        with prometheus_scraping(tmp_path_factory.mktemp("prometheus"), port, METRIC, job="opswarm-test-target") as url:
+            yield url
     finally:
-        for process in (server, target):
-            if process is not None:
-                process.terminate()
-                process.wait(10)
+        target.terminate()
+        target.wait(10)
 
 
 def _spec(query: str, threshold: float) -> VerifySpec:
