@@ -27,7 +27,7 @@ from bus.events import (
     RiskAssessment,
 )
 from bus.incident_states import IncidentState as S
-from knowledge.incident_store import IncidentRecord, IncidentStore
+from knowledge.incident_store import IncidentStore
 from scheduler.arbitration import ActionArbiter, waiting_priority
 
 
@@ -123,13 +123,12 @@ class ArbitratedSteps:
         resource = change.facts.pop("resource", None)
         if resource:
             await self._arbiter.release(resource, change.record.incident_id)
-            change.facts["released"] = resource
+            change.facts["released"] = resource  # kept: a redelivery of this event hands the resource on again
+            change.released = resource
         change.facts.pop("waiting", None)
 
-    async def resume_after(self, record: IncidentRecord, event: Event) -> list[Event]:
-        """Once an incident let go of a resource, hand it to the first incident waiting for it."""
-        fresh = await self._store.get(record.incident_id)
-        resource = (fresh.facts if fresh else {}).get("released")
+    async def resume_after(self, incident_id: str, resource: str | None, event: Event) -> list[Event]:
+        """Once an incident let go of `resource`, hand it to the first incident waiting for it."""
         if not resource or await self._arbiter.holder(resource):
             return []
         outputs: list[Event] = []
@@ -146,7 +145,7 @@ class ArbitratedSteps:
             plan = change.facts["waiting"]
             change.note(
                 "arbitration",
-                f"{resource} is free again (released by incident {record.incident_id})",
+                f"{resource} is free again (released by incident {incident_id})",
             )
             await self.approve_step(change, plan["index"], mode=plan["mode"], approved_by=plan["approved_by"],
                                      comment=plan.get("comment", ""))  # fmt: skip

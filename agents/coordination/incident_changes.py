@@ -54,6 +54,7 @@ class IncidentChange:
     timeline: list[TimelineEntry] = field(default_factory=list)
     audit: list[AuditEntry] = field(default_factory=list)
     outputs: list[Event] = field(default_factory=list)
+    released: str | None = None  # the resource this change gave back, if any
 
     def __post_init__(self) -> None:
         self.state = self.record.state

@@ -91,7 +91,7 @@ class IncidentFlow:
             raise NonRetriableError(f"{event.type} for unknown incident {event.incident_id}")
         replay = already_applied(record, event.event_id)
         if replay is not None:
-            return replay + await self._steps.resume_after(record, event)
+            return replay + await self._steps.resume_after(record.incident_id, record.facts.get("released"), event)
         change = start_change(record, event)
         match event:
             case IncidentUpdated():
@@ -118,7 +118,7 @@ class IncidentFlow:
             case _:
                 return []
         outputs = await commit(self._store, change)
-        return outputs + await self._steps.resume_after(record, event)
+        return outputs + await self._steps.resume_after(record.incident_id, change.released, event)
 
     # ------------------------------------------------------------------ incidents
 
