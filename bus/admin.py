@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -38,8 +38,11 @@ def admin_client(config: KafkaConfig, purpose: str) -> AIOKafkaAdminClient:
 
 
 async def ensure_topics(config: KafkaConfig, specs: Iterable[TopicSpec] = ALL_TOPICS) -> TopicsReport:
-    """Create missing topics; align retention, cleanup policy and (upwards) partition count of existing ones."""
-    specs = list(specs)
+    """Create missing topics; align retention, cleanup policy and (upwards) partition count of existing ones.
+
+    The topics are created in the config's namespace; the report names them as the broker does.
+    """
+    specs = [replace(s, name=config.topic(s)) for s in specs]
     report = TopicsReport()
     admin = admin_client(config, "topics")
     await asyncio.wait_for(admin.start(), config.connect_timeout_s)
@@ -125,3 +128,26 @@ async def _align(admin: AIOKafkaAdminClient, config: KafkaConfig, specs: list[To
             admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, s.name, configs=s.config()) for s in stale]),
             config.request_timeout_s,
         )
+
+
+async def delete_namespace(config: KafkaConfig) -> list[str]:
+    """Delete every topic of the config's namespace (a test run's or an end-to-end swarm's); the names deleted.
+
+    Refuses the empty namespace: the registry's own topics are never deleted this way.
+    """
+    if not config.topic_namespace:
+        raise ValueError("refusing to delete the topics of the empty namespace")
+    admin = admin_client(config, "delete")
+    await asyncio.wait_for(admin.start(), config.connect_timeout_s)
+    try:
+        names = sorted(
+            name
+            for name in await asyncio.wait_for(admin.list_topics(), config.request_timeout_s)
+            if name.startswith(f"{config.topic_namespace}.")
+        )
+        if names:
+            await asyncio.wait_for(admin.delete_topics(names), config.request_timeout_s)
+    finally:
+        await admin.close()
+    log.info("namespace deleted", extra={"namespace": config.topic_namespace, "topics": len(names)})
+    return names

@@ -113,7 +113,7 @@ class EventConsumer:
         transactional_id: str | None = None,
         event_types: frozenset[str] | None = None,
         retry: RetryPolicy = RetryPolicy(),
-        dlq_topic: str = DLQ.name,
+        dlq_topic: str | None = None,
         max_batch: int = 500,
         poll_timeout_s: float = 0.25,
         start_at: Literal["earliest", "latest"] = "earliest",
@@ -129,7 +129,7 @@ class EventConsumer:
         self._event_types = event_types
         self._start_at = start_at
         self._retry = retry
-        self._dlq_topic = dlq_topic
+        self._dlq_topic = dlq_topic or config.topic(DLQ)
         self._max_batch = max_batch
         self._poll_timeout_ms = int(poll_timeout_s * 1000)
         self.stats = ConsumerStats()

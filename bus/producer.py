@@ -86,12 +86,12 @@ class EventPublisher:
     async def enqueue(self, event: Event, *, topic: str | None = None) -> asyncio.Future[RecordMetadata]:
         """Hand one event to the producer's batch; the returned future resolves when it is acknowledged.
 
-        The registry decides the topic unless `topic` names another (replays, benchmarks); the key is always
-        the registry's.
+        The registry decides the topic (in the config's namespace) unless `topic` names a broker's topic
+        (replays, benchmarks); the key is always the registry's.
         """
         route = route_for(event)
         return await self._producer.send(
-            topic or route.topic.name,
+            topic or self._config.topic(route.topic),
             value=encode_event(event),
             key=route.key(event).encode(),
             headers=event_headers(event),

@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import typer
+from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
+from bus.admin import ensure_topics
 from deploy.console_reports import _uptime  # the same format as `opswarm status`
 from deploy.localstack.processes import ProcessRecord, RunDir, spawn, tail, terminate
 from deploy.settings import CHECKOUT_DIR, Settings
@@ -77,6 +79,7 @@ def agent_env(settings: Settings) -> dict[str, str]:
     state = settings.state_dir
     env = {
         "OPSWARM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "OPSWARM_KAFKA__TOPIC_NAMESPACE": settings.kafka.topic_namespace,
         "OPSWARM_REDIS_URL": settings.redis_dsn(),
         "OPSWARM_REDIS_PREFIX": DEFAULT_PREFIX,
         "OPSWARM_MONGO_URL": settings.mongo_dsn(),
@@ -261,9 +264,17 @@ def status(
 async def _start_supervisor(
     home: AgentsHome, settings: Settings, spec: SupervisorSpec, timeout_s: float
 ) -> tuple[bool, list[AgentRow]]:
-    """Stop what a killed supervisor left, write the spec, launch the supervisor and wait for the agents."""
+    """Stop what a killed supervisor left, create the topics of the namespace, write the spec, launch the
+    supervisor and wait for the agents."""
     for name, result in await _stop_leftover_agents(home):
         console.print(f"leftover agent {name}: {result}")
+    try:
+        await asyncio.wait_for(ensure_topics(settings.kafka), settings.kafka.connect_timeout_s * 2)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        typer.echo(
+            f"cannot create the topics on {settings.kafka.bootstrap_servers} ({exc!r}): is `make up` done?", err=True
+        )
+        raise typer.Exit(1) from exc
     # The environment holds service URLs, which may carry credentials: readable by the owner only.
     write_text_atomically(home.spec_file, spec.model_dump_json(indent=2), mode=0o600)
     argv = supervisor_argv(home.spec_file)

@@ -214,8 +214,9 @@ async def run(config: KafkaConfig, n: int, size: int, rounds: int, paced_rate: f
     """Alternate raw and bus passes for `rounds` rounds (so drift in the machine hits both alike), compare medians."""
     run_id = uuid.uuid4().hex[:8]
     kinds = [f"{path}-{r}" for r in range(rounds) for path in ("raw", "bus")] + ["raw-paced", "bus-paced"]
-    names = {kind: f"opswarm.bench.{kind}.{run_id}.v1" for kind in kinds}
-    await ensure_topics(config, [TopicSpec(name, PARTITIONS, 3600 * 1000) for name in names.values()])
+    specs = {kind: TopicSpec(f"opswarm.bench.{kind}.{run_id}.v1", PARTITIONS, 3600 * 1000) for kind in kinds}
+    await ensure_topics(config, specs.values())
+    names = {kind: config.topic(spec) for kind, spec in specs.items()}
     try:
         total = n + WARMUP
         events = [make_event(i, size) for i in range(total)]

@@ -101,9 +101,10 @@ async def _kafka_round_trip(settings: Settings) -> str:
     await asyncio.wait_for(producer.start(), config.connect_timeout_s)
     try:
         cluster = await producer.client.fetch_all_metadata()
-        if DOCTOR.name not in cluster.topics():
-            raise CheckFailed("error", f"topic {DOCTOR.name} does not exist — run `opswarm up --topics-only`")
-        sent = await producer.send_and_wait(DOCTOR.name, value=token, key=b"doctor")
+        topic = config.topic(DOCTOR)
+        if topic not in cluster.topics():
+            raise CheckFailed("error", f"topic {topic} does not exist — run `opswarm up --topics-only`")
+        sent = await producer.send_and_wait(topic, value=token, key=b"doctor")
     finally:
         await producer.stop()
     consumer = AIOKafkaConsumer(
@@ -114,7 +115,7 @@ async def _kafka_round_trip(settings: Settings) -> str:
     )
     await asyncio.wait_for(consumer.start(), config.connect_timeout_s)
     try:
-        partition = TopicPartition(DOCTOR.name, sent.partition)
+        partition = TopicPartition(topic, sent.partition)
         consumer.assign([partition])
         consumer.seek(partition, sent.offset)
         while True:  # bounded by the doctor's timeout
@@ -122,8 +123,8 @@ async def _kafka_round_trip(settings: Settings) -> str:
             for record in batch.get(partition, []):
                 if record.offset == sent.offset:
                     if record.value != token:
-                        raise CheckFailed("error", f"offset {sent.offset} of {DOCTOR.name} holds another record")
-                    return f"produced and consumed offset {sent.offset} of {DOCTOR.name} via {config.bootstrap_servers}"
+                        raise CheckFailed("error", f"offset {sent.offset} of {topic} holds another record")
+                    return f"produced and consumed offset {sent.offset} of {topic} via {config.bootstrap_servers}"
     finally:
         await consumer.stop()
 

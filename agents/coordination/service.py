@@ -46,7 +46,7 @@ def build_consumer(settings: CoordinationSettings, flow: IncidentFlow) -> EventC
         settings.kafka,
         name=f"coordination-{settings.instance_id}",
         group_id=settings.consumer_group,
-        topics=[INCIDENTS.name, DIAGNOSIS.name, ACTIONS.name, ESCALATIONS.name],
+        topics=[settings.kafka.topic(t) for t in (INCIDENTS, DIAGNOSIS, ACTIONS, ESCALATIONS)],
         handler=handle,
         delivery=Delivery.EXACTLY_ONCE,
         transactional_id=f"opswarm-{settings.instance_id}",

@@ -62,10 +62,11 @@ class KnowledgeReplies:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Listen for answers until `stop` is set (a background task of the agent)."""
-        counts = await partition_counts(self._config, [KNOWLEDGE.name])
-        if not counts.get(KNOWLEDGE.name):
-            raise RuntimeError(f"topic {KNOWLEDGE.name} does not exist: were the topics created?")
-        partitions = [TopicPartition(KNOWLEDGE.name, p) for p in range(counts[KNOWLEDGE.name])]
+        topic = self._config.topic(KNOWLEDGE)
+        counts = await partition_counts(self._config, [topic])
+        if not counts.get(topic):
+            raise RuntimeError(f"topic {topic} does not exist: were the topics created?")
+        partitions = [TopicPartition(topic, p) for p in range(counts[topic])]
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._config.bootstrap_servers,
             client_id=f"{self._config.client_id_prefix}-{self._client_id}",

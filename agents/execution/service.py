@@ -88,7 +88,7 @@ def build_consumer(settings: ExecutionSettings, runs: ActionRuns) -> EventConsum
         settings.kafka,
         name=f"{AGENT}-{settings.instance_id}",
         group_id=settings.consumer_group,
-        topics=[ACTIONS.name],
+        topics=[settings.kafka.topic(ACTIONS)],
         handler=handle,
         delivery=Delivery.EXACTLY_ONCE,
         transactional_id=f"opswarm-{settings.instance_id}",

@@ -133,7 +133,7 @@ def build_consumer(settings: KnowledgeSettings, memory: IncidentMemory) -> Event
         settings.kafka,
         name=f"knowledge-{settings.instance_id}",
         group_id=settings.consumer_group,
-        topics=[INCIDENTS.name, KNOWLEDGE.name],
+        topics=[settings.kafka.topic(INCIDENTS), settings.kafka.topic(KNOWLEDGE)],
         handler=handle,
         delivery=Delivery.AT_LEAST_ONCE,
         event_types=frozenset({event_type_name(IncidentClosed), event_type_name(KnowledgeQueried)}),

@@ -26,7 +26,7 @@ def build_consumer(settings: MonitoringSettings, correlator: AlertCorrelator) ->
         settings.kafka,
         name=f"monitoring-{settings.instance_id}",
         group_id=settings.consumer_group,
-        topics=[ALERTS.name],
+        topics=[settings.kafka.topic(ALERTS)],
         handler=handle,
         delivery=Delivery.EXACTLY_ONCE,
         transactional_id=f"opswarm-{settings.instance_id}",

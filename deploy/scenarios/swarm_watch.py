@@ -48,7 +48,7 @@ class SwarmWatch:
         return self
 
     async def _assign_at_end(self) -> None:
-        counts = await partition_counts(self._config, [spec.name for spec in WATCHED])
+        counts = await partition_counts(self._config, [self._config.topic(spec) for spec in WATCHED])
         partitions = [TopicPartition(topic, p) for topic, n in counts.items() for p in range(n)]
         self._consumer.assign(partitions)
         await self._consumer.seek_to_end(*partitions)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from pymongo import AsyncMongoClient
 
+from bus.admin import delete_namespace
 from knowledge.incident_store import IncidentRecord, IncidentStore
 from tests.integration.opswarm_cli import run_opswarm
 from tests.services import ServiceEndpoints, SuiteSettings
@@ -22,19 +25,32 @@ LINE = re.compile(
 )
 
 
+@dataclass(frozen=True)
+class Swarm:
+    """A running swarm: its supervisor's state file, and the environment that points `opswarm` at its topics."""
+
+    state_file: Path
+    env: dict[str, str]
+
+
 @pytest.fixture(scope="package")
-async def swarm(services: ServiceEndpoints, settings: SuiteSettings) -> AsyncIterator[Path]:
-    """A swarm of this checkout's code (a running one is stopped first: it would be stale, and the integration
-    tests run agents of their own on the same topics); the supervisor's state file once all five agents beat."""
+async def swarm(services: ServiceEndpoints, settings: SuiteSettings) -> AsyncIterator[Swarm]:
+    """A swarm of this checkout's code in a topic namespace of its own (a developer's running swarm is stopped
+    first: they share the agents' ports and state directory). Its own namespace means it starts on empty topics,
+    whatever earlier runs left on the broker; the namespace's topics are deleted afterwards."""
+    namespace = f"e2e-{uuid.uuid4().hex[:8]}"
+    env = {"OPSWARM_KAFKA__TOPIC_NAMESPACE": namespace}
     down = await run_opswarm("agents", "down", timeout_s=120)
     assert down.returncode == 0, down.describe()
-    up = await run_opswarm("agents", "up", timeout_s=180)
+    up = await run_opswarm("agents", "up", env=env, timeout_s=180)
     assert up.returncode == 0, up.describe()
     try:
-        yield settings.state_dir / "agents" / "state.json"
+        yield Swarm(settings.state_dir / "agents" / "state.json", env)
     finally:
         down = await run_opswarm("agents", "down", timeout_s=120)
         assert down.returncode == 0, down.describe()
+        config = services.settings(settings).kafka.model_copy(update={"topic_namespace": namespace})
+        await delete_namespace(config)
 
 
 def agent_pid(state_file: Path, agent: str) -> int:

@@ -13,7 +13,7 @@ import pytest
 
 from bus.incident_states import IncidentState
 from knowledge.incident_store import IncidentStore
-from tests.e2e.conftest import LINE, agent_pid, agent_restarts, executed_actions
+from tests.e2e.conftest import LINE, Swarm, agent_pid, agent_restarts, executed_actions
 from tests.integration.opswarm_cli import OPSWARM
 from tests.integration.redis_keys import eventually
 
@@ -54,12 +54,12 @@ async def _kill_when(state_file: Path, agent: str, store: IncidentStore, lines: 
 
 @pytest.mark.parametrize("agent", list(KILL_AT))
 async def test_an_agent_killed_mid_scenario_is_restarted_and_the_incident_still_closes(
-    swarm: Path, swarm_store: IncidentStore, agent: str
+    swarm: Swarm, swarm_store: IncidentStore, agent: str
 ) -> None:
-    restarts_before = agent_restarts(swarm, agent)
+    restarts_before = agent_restarts(swarm.state_file, agent)
     process = await asyncio.create_subprocess_exec(
         str(OPSWARM), "scenario", "run", "service-down", "--timeout", "120",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=dict(os.environ),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, **swarm.env},
     )  # fmt: skip
     assert process.stdout is not None
     lines: asyncio.Queue[str] = asyncio.Queue()
@@ -74,7 +74,7 @@ async def test_an_agent_killed_mid_scenario_is_restarted_and_the_incident_still_
 
     reader = asyncio.create_task(read())
     try:
-        killed = await asyncio.wait_for(_kill_when(swarm, agent, swarm_store, lines), 120)
+        killed = await asyncio.wait_for(_kill_when(swarm.state_file, agent, swarm_store, lines), 120)
         code = await asyncio.wait_for(process.wait(), 240)
         await reader
     finally:
@@ -87,7 +87,8 @@ async def test_an_agent_killed_mid_scenario_is_restarted_and_the_incident_still_
     assert (match["state"], match["actions"], match["verified"]) == ("CLOSED", "1", "true"), transcript
 
     async def restarted() -> bool:
-        return agent_restarts(swarm, agent) > restarts_before and agent_pid(swarm, agent) != killed
+        state_file = swarm.state_file
+        return agent_restarts(state_file, agent) > restarts_before and agent_pid(state_file, agent) != killed
 
     await eventually(restarted, 60)
     (incident_id,) = re.findall(r"incident opened: (inc-[0-9a-f]+)", transcript)

@@ -50,7 +50,7 @@ async def test_scenario(
     swarm, swarm_store: IncidentStore, name: str, state: str, actions: int, approvals: int, forbidden: int,  # noqa: ANN001
     verified: str, path: list[str],
 ) -> None:  # fmt: skip
-    result = await run_opswarm("scenario", "run", name, timeout_s=240)
+    result = await run_opswarm("scenario", "run", name, env=swarm.env, timeout_s=240)
     assert result.returncode == 0, result.describe()
     line = scenario_line(result)
     assert (line["name"], line["state"], line["verified"]) == (name, state, verified)
@@ -71,7 +71,7 @@ async def test_scenario(
 
 
 async def test_restart_storm_refuses_the_fourth_restart(swarm, swarm_store: IncidentStore) -> None:  # noqa: ANN001
-    result = await run_opswarm("scenario", "run", "restart-storm", timeout_s=300)
+    result = await run_opswarm("scenario", "run", "restart-storm", env=swarm.env, timeout_s=300)
     assert result.returncode == 0, result.describe()
     line = scenario_line(result)
     assert (line["state"], line["actions"], line["approvals"]) == ("PARKED", "3", "0")

@@ -22,6 +22,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True)
+    parser.add_argument("--topic-namespace", default="", help="where the worker's outputs go (KafkaConfig's)")
     parser.add_argument("--group", required=True)
     parser.add_argument("--delivery", choices=[d.value for d in Delivery], required=True)
     parser.add_argument("--transactional-id")
@@ -46,7 +47,7 @@ async def main() -> None:
         return [event.follow(IncidentUpdated, produced_by="bus-worker", reason=f"handled {event.event_id}")]
 
     consumer = EventConsumer(
-        KafkaConfig(bootstrap_servers=args.bootstrap),
+        KafkaConfig(bootstrap_servers=args.bootstrap, topic_namespace=args.topic_namespace),
         name="bus-worker",
         group_id=args.group,
         topics=[args.topic],

@@ -9,6 +9,7 @@ import pytest
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
+from bus.admin import delete_namespace, ensure_topics
 from bus.config import KafkaConfig
 from knowledge.incident_store import IncidentStore
 from scheduler.clock import ManualClock
@@ -16,8 +17,18 @@ from tests.integration.redis_keys import keys_under, redis_for
 
 
 @pytest.fixture(scope="session")
-def kafka_config(services) -> KafkaConfig:
-    return KafkaConfig(bootstrap_servers=services.kafka_bootstrap, connect_timeout_s=30)
+async def kafka_config(services) -> AsyncIterator[KafkaConfig]:
+    """The bus in a topic namespace of this test session's own: a swarm running on the same broker never sees
+    the tests' events, and the tests never see its events or an earlier session's. Its topics are deleted
+    afterwards."""
+    config = KafkaConfig(
+        bootstrap_servers=services.kafka_bootstrap, connect_timeout_s=30, topic_namespace=f"test-{uuid.uuid4().hex[:8]}"
+    )
+    await ensure_topics(config)
+    try:
+        yield config
+    finally:
+        await delete_namespace(config)
 
 
 @pytest.fixture(scope="session")

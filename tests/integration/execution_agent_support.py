@@ -124,7 +124,7 @@ async def publish_and_read(
     kafka_config: KafkaConfig, approved: ActionApproved, *types: str, count: int = 1
 ) -> list[Event]:
     """Publish `approved` and return its first `count` answers (of `types`, if given)."""
-    async with TopicReader(kafka_config, [ACTIONS.name]) as reader:
+    async with TopicReader(kafka_config, [kafka_config.topic(ACTIONS)]) as reader:
         async with EventPublisher(kafka_config, client_id="tests") as publisher:
             await publisher.publish(approved)
         records = await reader.until(lambda rs: len(answers_to(rs, approved, *types)) >= count, 60)

@@ -65,10 +65,10 @@ class TopicReader:
 
 
 async def fresh_topic(config: KafkaConfig, label: str, partitions: int = 1) -> str:
-    """A new uniquely named topic, created through the same admin path as the registry's."""
-    name = f"opswarm.test.{label}.{uuid.uuid4().hex[:10]}.v1"
-    await ensure_topics(config, [TopicSpec(name, partitions, 3600 * 1000)])
-    return name
+    """A new uniquely named topic (its broker name), created through the same admin path as the registry's."""
+    spec = TopicSpec(f"opswarm.test.{label}.{uuid.uuid4().hex[:10]}.v1", partitions, 3600 * 1000)
+    await ensure_topics(config, [spec])
+    return config.topic(spec)
 
 
 async def produce_raw(config: KafkaConfig, topic: str, values: list[tuple[bytes | None, bytes | None]]) -> None:

@@ -30,6 +30,7 @@ _EXIT_TIMEOUT_S = 40.0
 def _monitoring_env(services, kafka_config: KafkaConfig, prefix: str, run: str) -> dict[str, str]:  # noqa: ANN001
     return {
         "OPSWARM_KAFKA__BOOTSTRAP_SERVERS": kafka_config.bootstrap_servers,
+        "OPSWARM_KAFKA__TOPIC_NAMESPACE": kafka_config.topic_namespace,
         "OPSWARM_REDIS_URL": services.redis_url,
         "OPSWARM_REDIS_PREFIX": prefix,
         "OPSWARM_INSTANCE_ID": f"monitoring-{run}",
@@ -129,6 +130,7 @@ async def test_agents_cli_up_status_down(
     env = {
         "OPSWARM_STATE_DIR": str(tmp_path),
         "OPSWARM_KAFKA__BOOTSTRAP_SERVERS": kafka_config.bootstrap_servers,
+        "OPSWARM_KAFKA__TOPIC_NAMESPACE": kafka_config.topic_namespace,
         "OPSWARM_REDIS_URL": services.redis_url,
         "COLUMNS": "200",
     }

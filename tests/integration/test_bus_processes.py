@@ -41,13 +41,13 @@ async def test_kill_after_produce_before_commit_does_not_duplicate_on_the_transa
     await produce_raw(kafka_config, topic, [(incident_id.encode(), encode_event(e)) for e in inputs])
     ids = [e.event_id for e in inputs]
     worker_args = dict(
-        bootstrap=kafka_config.bootstrap_servers, topic=topic, group=f"eos-{incident_id}", delivery="exactly-once",
+        config=kafka_config, topic=topic, group=f"eos-{incident_id}", delivery="exactly-once",
         transactional_id=f"eos-{incident_id}",
     )  # fmt: skip
 
     async with (
-        TopicReader(kafka_config, [INCIDENTS.name], isolation="read_uncommitted") as everything,
-        TopicReader(kafka_config, [INCIDENTS.name], isolation="read_committed") as committed,
+        TopicReader(kafka_config, [kafka_config.topic(INCIDENTS)], isolation="read_uncommitted") as everything,
+        TopicReader(kafka_config, [kafka_config.topic(INCIDENTS)], isolation="read_committed") as committed,
     ):
         doomed = WorkerProcess(markers=tmp_path / "run1", crash_on="crash", **worker_args)
         await wait_for_path(tmp_path / "run1" / f"started-{ids[1]}")
@@ -72,11 +72,11 @@ async def test_restarted_consumer_resumes_from_its_committed_offset(kafka_config
     incident_id = f"inc-{uuid.uuid4().hex[:8]}"
     topic = await fresh_topic(kafka_config, "resume", partitions=3)
     group = f"resume-{incident_id}"
-    worker_args = dict(bootstrap=kafka_config.bootstrap_servers, topic=topic, group=group, delivery="at-least-once")
+    worker_args = dict(config=kafka_config, topic=topic, group=group, delivery="at-least-once")
     before = _inputs(incident_id, [f"before-{i}" for i in range(5)])
     after = _inputs(incident_id, [f"after-{i}" for i in range(5)])
 
-    async with TopicReader(kafka_config, [INCIDENTS.name]) as reader:
+    async with TopicReader(kafka_config, [kafka_config.topic(INCIDENTS)]) as reader:
         await produce_raw(kafka_config, topic, [(f"k{i}".encode(), encode_event(e)) for i, e in enumerate(before)])
         first = WorkerProcess(markers=tmp_path / "run1", **worker_args)
         await reader.until(lambda rs: len(_answers(rs, incident_id)) == 5)
@@ -100,9 +100,9 @@ async def test_sigterm_finishes_the_event_in_hand_and_commits_it(kafka_config: K
     group = f"sigterm-{incident_id}"
     inputs = _inputs(incident_id, ["a", "b", "c"])
     await produce_raw(kafka_config, topic, [(b"k", encode_event(e)) for e in inputs])
-    worker_args = dict(bootstrap=kafka_config.bootstrap_servers, topic=topic, group=group, delivery="at-least-once")
+    worker_args = dict(config=kafka_config, topic=topic, group=group, delivery="at-least-once")
 
-    async with TopicReader(kafka_config, [INCIDENTS.name]) as reader:
+    async with TopicReader(kafka_config, [kafka_config.topic(INCIDENTS)]) as reader:
         slow = WorkerProcess(markers=tmp_path / "run1", work_s="1.0", **worker_args)
         await wait_for_path(tmp_path / "run1" / f"started-{inputs[0].event_id}")
         assert await slow.terminate() == 0

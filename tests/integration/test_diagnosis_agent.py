@@ -96,8 +96,9 @@ async def knowledge_responder(
         return [answer(event)]
 
     consumer = EventConsumer(
-        kafka_config, name=f"knowledge-stand-in-{run_id}", group_id=f"knowledge-test-{run_id}", topics=[KNOWLEDGE.name],
-        handler=handle, event_types=frozenset({"knowledge.queried"}), start_at="latest",
+        kafka_config, name=f"knowledge-stand-in-{run_id}", group_id=f"knowledge-test-{run_id}",
+        topics=[kafka_config.topic(KNOWLEDGE)], handler=handle, event_types=frozenset({"knowledge.queried"}),
+        start_at="latest",
     )  # fmt: skip
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
@@ -122,7 +123,7 @@ async def diagnosed(
     kafka_config: KafkaConfig, request: DiagnosisRequested, timeout_s: float = 60.0
 ) -> DiagnosisCompleted:
     """Publish `request` and return the DiagnosisCompleted it caused."""
-    async with TopicReader(kafka_config, [DIAGNOSIS.name]) as reader:
+    async with TopicReader(kafka_config, [kafka_config.topic(DIAGNOSIS)]) as reader:
         async with EventPublisher(kafka_config, client_id="tests") as publisher:
             await publisher.publish(request)
         records = await reader.until(lambda rs: _result_of(rs, request) is not None, timeout_s)

@@ -56,7 +56,7 @@ async def test_an_approved_restart_runs_once_and_a_repeat_gets_the_same_answer(
     before = pid_of(web, "web")
     approved = approval(RESTART_WEB)
     async with running(agent_settings(services, kafka_config, key_prefix, tmp_path), redis_client):
-        async with TopicReader(kafka_config, [ACTIONS.name]) as reader:
+        async with TopicReader(kafka_config, [kafka_config.topic(ACTIONS)]) as reader:
             async with EventPublisher(kafka_config, client_id="tests") as publisher:
                 await publisher.publish(approved)
                 await reader.until(lambda rs: len(answers_to(rs, approved)) >= 1, 60)
@@ -131,7 +131,7 @@ async def test_a_crash_mid_action_is_answered_interrupted_after_the_restart(
     )
     agents: list[subprocess.Popen] = []
     try:
-        async with TopicReader(kafka_config, [ACTIONS.name]) as reader:
+        async with TopicReader(kafka_config, [kafka_config.topic(ACTIONS)]) as reader:
             agents.append(_start_agent(settings, services, tmp_path / "agent-1.log"))
             await _until_ready(redis_client, key_prefix, settings.instance_id)
             async with EventPublisher(kafka_config, client_id="tests") as publisher:
@@ -162,6 +162,7 @@ def _start_agent(settings: ExecutionSettings, services, log_path: Path) -> subpr
     env = {
         **os.environ,
         "OPSWARM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "OPSWARM_KAFKA__TOPIC_NAMESPACE": settings.kafka.topic_namespace,
         "OPSWARM_REDIS_URL": services.redis_url,
         "OPSWARM_REDIS_PREFIX": settings.redis_prefix,
         "OPSWARM_INSTANCE_ID": settings.instance_id,

@@ -116,7 +116,7 @@ async def test_a_fix_that_does_not_hold_is_rolled_back_once(
     approved = approval(RESTART_WEB, verify=_spec(query, 0.001), rollback=[RESTART_WEB])
     settings = agent_settings(services, kafka_config, key_prefix, tmp_path, prometheus)
     timers = verification_timers(redis_client, settings)
-    async with running(settings, redis_client), TopicReader(kafka_config, [ACTIONS.name]) as reader:
+    async with running(settings, redis_client), TopicReader(kafka_config, [kafka_config.topic(ACTIONS)]) as reader:
         async with EventPublisher(kafka_config, client_id="tests") as publisher:
             await publisher.publish(approved)
         await reader.until(lambda rs: len(answers_to(rs, approved, *VERDICTS)) >= 1, 60)

@@ -81,7 +81,7 @@ async def test_the_agent_stores_closed_incidents_and_answers_queries(
             async with EventPublisher(kafka_config, client_id="tests") as publisher:
                 await publisher.publish(closed)
                 await eventually(lambda: _stored(memory, closed.incident_id), 30)
-                async with TopicReader(kafka_config, [KNOWLEDGE.name]) as reader:
+                async with TopicReader(kafka_config, [kafka_config.topic(KNOWLEDGE)]) as reader:
                     await publisher.publish(query)
                     await reader.until(lambda rs: _answers(rs, query.event_id), 30)
         finally:
@@ -134,6 +134,7 @@ async def test_the_process_starts_and_stops_cleanly(
     env = {
         **os.environ,
         "OPSWARM_KAFKA__BOOTSTRAP_SERVERS": kafka_config.bootstrap_servers,
+        "OPSWARM_KAFKA__TOPIC_NAMESPACE": kafka_config.topic_namespace,
         "OPSWARM_REDIS_URL": services.redis_url,
         "OPSWARM_REDIS_PREFIX": key_prefix,
         "OPSWARM_INSTANCE_ID": settings.instance_id,

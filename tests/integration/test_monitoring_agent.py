@@ -40,6 +40,7 @@ async def test_monitoring_turns_alerts_into_incidents(
     env = {
         **os.environ,
         "OPSWARM_KAFKA__BOOTSTRAP_SERVERS": kafka_config.bootstrap_servers,
+        "OPSWARM_KAFKA__TOPIC_NAMESPACE": kafka_config.topic_namespace,
         "OPSWARM_REDIS_URL": services.redis_url,
         "OPSWARM_REDIS_PREFIX": key_prefix,
         "OPSWARM_INSTANCE_ID": f"monitoring-{run}",
@@ -62,7 +63,7 @@ async def test_monitoring_turns_alerts_into_incidents(
             _alert(checkout, "HighLatency", "resolved"),
         ]
         ids = {a.event_id: i for i, a in enumerate(alerts)}
-        async with TopicReader(kafka_config, [INCIDENTS.name]) as reader:
+        async with TopicReader(kafka_config, [kafka_config.topic(INCIDENTS)]) as reader:
             async with EventPublisher(kafka_config, client_id="tests") as publisher:
                 for alert in alerts:  # one by one: same-service order is kept by key, cross-service is not needed
                     await publisher.publish(alert)

@@ -8,14 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bus.config import KafkaConfig
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 class WorkerProcess:
-    def __init__(self, *, bootstrap: str, topic: str, group: str, delivery: str, markers: Path, **flags: str) -> None:
+    def __init__(
+        self, *, config: KafkaConfig, topic: str, group: str, delivery: str, markers: Path, **flags: str
+    ) -> None:
         self.markers = markers
         argv = [
-            sys.executable, "-m", "tests.integration.bus_worker", "--bootstrap", bootstrap, "--topic", topic,
+            sys.executable, "-m", "tests.integration.bus_worker", "--bootstrap", config.bootstrap_servers,
+            "--topic-namespace", config.topic_namespace, "--topic", topic,
             "--group", group, "--delivery", delivery, "--markers", str(markers),
         ]  # fmt: skip
         for name, value in flags.items():
