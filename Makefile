@@ -14,7 +14,7 @@ STATE_SUBDIRS := kafka redis ferretdb qdrant prometheus agents targets deploymen
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-setup: ## Install what a fresh clone needs (apt packages, .venv, Kafka classpath, FerretDB); fast when done
+setup: ## Install what a fresh clone needs (apt, .venv, Kafka classpath, FerretDB, etcd, Kubernetes); fast when done
 	@deploy/setup.sh
 
 up: setup ## Start the local stack (Kafka, Redis, FerretDB, Prometheus) and create the topics

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Makes a checkout ready to run: system packages, the Python venv, the Kafka classpath, the FerretDB binary.
+# Makes a checkout ready to run: system packages, the Python venv, the Kafka classpath, the FerretDB binary, and the
+# etcd + Kubernetes API server + controller manager binaries (built from the Go module proxy; no Docker, no kind).
 #
 # Idempotent and fast on re-run: each step records a stamp (a hash of its inputs) under .opswarm/tools/ and is
 # redone only when its inputs changed or its output is missing. Prints one line per step:
@@ -20,6 +21,10 @@ KAFKA_POM="deploy/kafka/pom.xml"
 KAFKA_CLASSPATH="$TOOLS_DIR/kafka.classpath"
 FERRETDB_SRC="deploy/ferretdb"
 FERRETDB_BIN="$TOOLS_DIR/bin/opswarm-ferretdb"
+ETCD_SRC="deploy/etcd"
+ETCD_BIN="$TOOLS_DIR/bin/opswarm-etcd"
+KUBE_SRC="deploy/kube"
+KUBE_BINS=(kube-apiserver kube-controller-manager)
 SKIP=" ${OPSWARM_SETUP_SKIP:-} "
 
 mkdir -p "$TOOLS_DIR/bin"
@@ -114,18 +119,49 @@ step_kafka() {
     report kafka installed
 }
 
-step_ferretdb() {
-    if skipped ferretdb; then report ferretdb skipped; return; fi
-    need_command go ferretdb "install Go 1.24+"
-    local hash
-    hash="$( (cat "$FERRETDB_SRC"/go.mod "$FERRETDB_SRC"/go.sum "$FERRETDB_SRC"/*.go; go version) | sha256sum | cut -d' ' -f1)"
-    if [[ -x "$FERRETDB_BIN" ]] && stamp_matches ferretdb "$hash"; then report ferretdb ok; return; fi
-    run_logged ferretdb go -C "$FERRETDB_SRC" build -o "$FERRETDB_BIN" .
-    write_stamp ferretdb "$hash"
-    report ferretdb installed
+# A Go module's one command: built when its sources (or Go) changed or the binary is missing.
+# go_binary_step STEP SRC_DIR BIN GO_VERSION [go build flags...]
+go_binary_step() {
+    local step="$1" src="$2" bin="$3" go_min="$4" hash
+    shift 4
+    if skipped "$step"; then report "$step" skipped; return; fi
+    need_command go "$step" "install Go $go_min+"
+    hash="$( (cat "$src"/go.mod "$src"/go.sum "$src"/*.go; go version) | sha256sum | cut -d' ' -f1)"
+    if [[ -x "$bin" ]] && stamp_matches "$step" "$hash"; then report "$step" ok; return; fi
+    run_logged "$step" go -C "$src" build "$@" -o "$bin" .
+    write_stamp "$step" "$hash"
+    report "$step" installed
+}
+
+step_ferretdb() { go_binary_step ferretdb "$FERRETDB_SRC" "$FERRETDB_BIN" 1.24; }
+
+# etcd is the storage of the Kubernetes API server (Debian's etcd-server is 3.4; Kubernetes 1.37 is paired with 3.7).
+step_etcd() { go_binary_step etcd "$ETCD_SRC" "$ETCD_BIN" 1.26 -ldflags "-s -w"; }
+
+# The upstream kube-apiserver and kube-controller-manager; a cold build takes minutes and a few GB of Go caches.
+# The -X flags give /version the real release instead of "v0.0.0-master" (what `go build` alone stamps).
+step_kube() {
+    if skipped kube; then report kube skipped; return; fi
+    need_command go kube "install Go 1.26+"
+    local hash bin built=1
+    hash="$( (cat "$KUBE_SRC"/go.mod "$KUBE_SRC"/go.sum "$KUBE_SRC"/cmd/*/*.go; go version) | sha256sum | cut -d' ' -f1)"
+    for bin in "${KUBE_BINS[@]}"; do [[ -x "$TOOLS_DIR/bin/opswarm-$bin" ]] || built=0; done
+    if [[ "$built" -eq 1 ]] && stamp_matches kube "$hash"; then report kube ok; return; fi
+    local version major minor pkg="k8s.io/component-base/version"
+    version="$(go -C "$KUBE_SRC" list -m -f '{{.Version}}' k8s.io/kubernetes)" || fail kube "cannot read the k8s.io/kubernetes version from $KUBE_SRC/go.mod"
+    IFS=. read -r major minor _ <<<"${version#v}"
+    for bin in "${KUBE_BINS[@]}"; do
+        run_logged kube go -C "$KUBE_SRC" build \
+            -ldflags "-s -w -X $pkg.gitVersion=$version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean" \
+            -o "$TOOLS_DIR/bin/opswarm-$bin" "./cmd/$bin"
+    done
+    write_stamp kube "$hash"
+    report kube installed
 }
 
 step_apt
 step_venv
 step_kafka
 step_ferretdb
+step_etcd
+step_kube

@@ -33,9 +33,10 @@ from bus.producer import EventPublisher
 from bus.topics import ACTIONS
 from execution.adapters import ActionAdapter
 from execution.adapters.deployment_actions import RollbackDeployAdapter, ScaleAdapter
-from execution.adapters.deployment_platform import LocalDeploymentPlatform
+from execution.adapters.deployment_platform import DeploymentPlatform, LocalDeploymentPlatform
 from execution.adapters.disk_cleanup import ClearDiskAdapter, DiskCleanupConfig
 from execution.adapters.http_call import FlushConnectionPoolAdapter
+from execution.adapters.kubernetes_platform import KubernetesDeploymentPlatform, api_client_for
 from execution.adapters.process_supervisor import ProcessSupervisor
 from execution.adapters.restart_process import RestartProcessAdapter
 from execution.adapters.scripts import RunAllowlistedScriptAdapter
@@ -54,9 +55,14 @@ AGENT = "execution"
 
 
 def build_executor(settings: ExecutionSettings, http_client: httpx.AsyncClient) -> ActionExecutor:
-    """The catalog and every adapter this host can run: local processes and deployments, disk, HTTP, scripts."""
+    """The catalog and every adapter this host can run: local processes, deployments (local or Kubernetes), disk,
+    HTTP, scripts."""
     supervisor = ProcessSupervisor(settings.supervisor_dir)
-    platform = LocalDeploymentPlatform(supervisor, settings.deployments_dir)
+    platform: DeploymentPlatform
+    if settings.deployment_platform == "kubernetes":
+        platform = KubernetesDeploymentPlatform(api_client_for(settings.kubernetes), settings.kubernetes)
+    else:
+        platform = LocalDeploymentPlatform(supervisor, settings.deployments_dir)
     adapters: list[ActionAdapter] = [
         RestartProcessAdapter(supervisor),
         ScaleAdapter(platform),

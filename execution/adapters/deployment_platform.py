@@ -41,6 +41,8 @@ class Change(BaseModel):
     service: str
     previous: str | int
     current: str | int
+    # True when the platform only validated the change (Kubernetes' server-side dry run) and nothing changed.
+    dry_run: bool = False
 
 
 class DeploymentPlatform(Protocol):
