@@ -3,7 +3,7 @@
 - `scale` patches the Deployment's scale subresource.
 - `rollback` does what `kubectl rollout undo --to-revision` does: it finds the Deployment's own ReplicaSet of
   the wanted version and puts that ReplicaSet's pod template back into the Deployment (a JSON patch guarded by
-  the resourceVersion it read, so a concurrent change makes it fail instead of being overwritten). A version is
+  the generation it read, so a concurrent change of the spec makes it fail instead of being overwritten). A version is
   the pod template's `app.kubernetes.io/version` label, or else the ReplicaSet's revision number.
 - `dry_run`: every change is sent with `dryRun=All`. The API server validates and admits it (RBAC, admission,
   schema) and persists nothing; the result says `dry_run: true`.
@@ -103,7 +103,8 @@ class KubernetesDeploymentPlatform:
         if template == running:
             raise DeploymentRefused(f"{self._where(name)} already runs version {to_version!r}")
         patch = [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": deployment.metadata.resource_version},
+            # Guarded by the generation read (it moves with the spec only, not with the controller's status updates).
+            {"op": "test", "path": "/metadata/generation", "value": deployment.metadata.generation},
             {"op": "replace", "path": "/spec/template", "value": template},
         ]
         await self._call(

@@ -51,7 +51,7 @@ async def test_rollback_runs_the_recorded_argv_and_env_of_the_old_version(platfo
         PlanStep(action="rollback_deploy", target="web", params={"to_version": "v1"}), timeout_s=20
     )
     assert result.status == "succeeded", result
-    assert result.data == {"service": "web", "previous": "v2", "current": "v1"}
+    assert result.data == {"service": "web", "previous": "v2", "current": "v1", "dry_run": False}
     assert running_versions(platform, "web") == {"web.0": "v1"}
     pid = platform.replica_statuses("web")["web.0"].pid
     assert pid is not None and environ_of(pid)["VERSION"] == "v1"
@@ -62,7 +62,7 @@ async def test_rollback_runs_the_recorded_argv_and_env_of_the_old_version(platfo
 async def test_scale_up_then_down_starts_and_stops_replicas(platform: LocalDeploymentPlatform) -> None:
     adapter = ScaleAdapter(platform)
     up = await adapter.execute(PlanStep(action="scale", target="web", params={"replicas": 3}), timeout_s=20)
-    assert up.status == "succeeded" and up.data == {"service": "web", "previous": 1, "current": 3}
+    assert up.status == "succeeded" and up.data == {"service": "web", "previous": 1, "current": 3, "dry_run": False}
     assert running_versions(platform, "web") == {"web.0": "v2", "web.1": "v2", "web.2": "v2"}
     statuses = platform.replica_statuses("web")
     stopped_pids = [statuses[name].pid for name in ("web.1", "web.2")]
