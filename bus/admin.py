@@ -64,7 +64,7 @@ async def ensure_topics(config: KafkaConfig, specs: Iterable[TopicSpec] = ALL_TO
         await admin.close()
     log.info(
         "topics ensured",
-        extra={"created": report.created, "reconfigured": report.reconfigured, "drift": report.drift},
+        extra={"topics_created": report.created, "reconfigured": report.reconfigured, "drift": report.drift},
     )
     return report
 

@@ -107,7 +107,8 @@ def _server_properties(settings: Settings, data_dir: Path) -> str:
 async def _format_storage(component: Component, jvm: list[str], server_properties: Path) -> None:
     """Format the KRaft storage once, with a fresh cluster id; the output goes to the component's log."""
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    argv = [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(server_properties)]
+    # `--cluster-id=ID`, not `-t ID`: an id that starts with "-" would be taken for an option.
+    argv = [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(server_properties)]
     component.log_file.parent.mkdir(parents=True, exist_ok=True)
     with component.log_file.open("ab") as out:
         try:
