@@ -7,9 +7,9 @@ PYTHON := $(VENV)/bin/python
 OPSWARM := $(VENV)/bin/opswarm
 STATE_DIR := $(or $(OPSWARM_STATE_DIR),.opswarm)
 # What `make clean` removes from the state directory (the per-checkout tools under .opswarm/tools stay).
-STATE_SUBDIRS := kafka redis ferretdb qdrant prometheus agents targets deployments scenarios logs run
+STATE_SUBDIRS := kafka redis ferretdb qdrant prometheus alertmanager bridge agents targets deployments scenarios logs run
 
-.PHONY: help setup up down status doctor test bench-bus clean
+.PHONY: help setup up down status doctor test demo bench-bus clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ test: setup ## Lint the import layers and run the tests against the local stack
 	$(VENV)/bin/lint-imports && $(VENV)/bin/pytest -q || rc=$$?; \
 	if [ $$started = 1 ]; then $(OPSWARM) down >/dev/null || echo "make test: stopping the stack failed" >&2; fi; \
 	exit $$rc
+
+demo: setup ## The whole product: real faults, Prometheus, Alertmanager, the bridge, the swarm; a report at the end
+	@$(OPSWARM) demo
 
 bench-bus: setup up ## Benchmark the event bus against the local stack
 	@$(PYTHON) -m deploy.bench_bus

@@ -12,7 +12,9 @@ from rich.console import Console
 from bus.process_logging import configure_logging
 from deploy import localstack
 from deploy.agents_cli import agents_app
+from deploy.bridge_cli import bridge
 from deploy.console_reports import components_table, doctor_table, print_topics
+from deploy.demo_cli import demo
 from deploy.doctor import run_doctor, summary_line
 from deploy.incidents_cli import decision_command, incidents_app
 from deploy.scenario_cli import scenario_app
@@ -25,6 +27,8 @@ app.add_typer(incidents_app, name="incidents")
 app.add_typer(scenario_app, name="scenario")
 app.command("approve")(decision_command("approve"))
 app.command("reject")(decision_command("reject"))
+app.command("bridge")(bridge)
+app.command("demo")(demo)
 
 
 def _settings(ctx: typer.Context) -> Settings:

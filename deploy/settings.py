@@ -13,6 +13,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bus.bridge.settings import BridgeConfig
 from bus.config import KafkaConfig
 
 # The checkout this package runs from: set-up puts per-checkout tools (classpath, binaries) under it.
@@ -30,10 +31,13 @@ class StackSettings(BaseModel):
     redis_port: int = Field(default=16379, gt=0, lt=65536)
     mongo_port: int = Field(default=27027, gt=0, lt=65536)
     prometheus_port: int = Field(default=19090, gt=0, lt=65536)
+    # Not 19093: that is Kafka's controller. No gossip port: the stack's Alertmanager runs without a cluster.
+    alertmanager_port: int = Field(default=19095, gt=0, lt=65536)
     kafka_heap: str = Field(default="512m", pattern=r"^[0-9]+[kmg]$")
     java: str = "java"
     redis_server: str = "redis-server"
     prometheus: str = "/usr/bin/prometheus"
+    alertmanager: str = "/usr/bin/prometheus-alertmanager"
     # How long `up` waits for a component to answer a real client, and `down` for it to exit after SIGTERM.
     ready_timeout_s: float = Field(default=90.0, gt=0)
     stop_timeout_s: float = Field(default=20.0, gt=0)
@@ -49,6 +53,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     stack: StackSettings = StackSettings()
     kafka: KafkaConfig = KafkaConfig()
+    # The alert bridge (Alertmanager's webhook receiver) the stack runs; without a token the stack generates one
+    # into <state_dir>/bridge/token (deploy.localstack.bridge_token).
+    bridge: BridgeConfig = BridgeConfig()
     # URLs may carry credentials, hence secret; derived from the stack's ports when not set.
     redis_url: SecretStr | None = None
     mongo_url: SecretStr | None = None
@@ -102,6 +109,14 @@ class Settings(BaseSettings):
     def prometheus_url(self) -> str:
         """The local stack's Prometheus (its HTTP API and UI)."""
         return f"http://{self.stack.host}:{self.stack.prometheus_port}"
+
+    def alertmanager_url(self) -> str:
+        """The local stack's Alertmanager (its HTTP API and UI)."""
+        return f"http://{self.stack.host}:{self.stack.alertmanager_port}"
+
+    def bridge_url(self) -> str:
+        """The alert bridge: Alertmanager posts to `<bridge_url>/alertmanager`."""
+        return f"http://{self.bridge.host}:{self.bridge.port}"
 
     def targets_dir(self) -> Path:
         """The process supervisor's state: the target processes the execution agent may restart."""

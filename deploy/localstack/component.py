@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +43,10 @@ class Component:
     probe: Callable[[], Awaitable[None]]
     # More logs worth showing when it fails (e.g. Kafka's log4j file).
     extra_logs: tuple[Path, ...] = field(default=())
+    # Variables set on top of the launcher's environment; called after `prepare` (it may read what prepare wrote).
+    env: Callable[[], Mapping[str, str]] | None = None
+    # Components started (and ready) before this one, and stopped only after it.
+    after: tuple[str, ...] = field(default=())
 
     @property
     def port(self) -> int:

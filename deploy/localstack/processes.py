@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,8 +74,11 @@ class RunDir:
         self.launch_file(name).unlink(missing_ok=True)
 
 
-def spawn(argv: list[str], *, log_file: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    """Start `argv` in its own session (it outlives us), stdout and stderr appended to `log_file`."""
+def spawn(
+    argv: list[str], *, log_file: Path, cwd: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `argv` in its own session (it outlives us), stdout and stderr appended to `log_file`; `env` is set on
+    top of our own environment."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as out:
         process = subprocess.Popen(
@@ -83,6 +87,7 @@ def spawn(argv: list[str], *, log_file: Path, cwd: Path) -> subprocess.Popen[byt
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=cwd,
+            env=None if env is None else {**os.environ, **env},
             start_new_session=True,
         )
     log.info("process started", extra={"argv0": argv[0], "pid": process.pid, "log_file": str(log_file)})

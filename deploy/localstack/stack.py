@@ -1,23 +1,31 @@
-"""`up`, `down` and `status` of the local stack: Kafka, Redis, FerretDB and Prometheus as detached processes of our own.
+"""`up`, `down` and `status` of the local stack: Kafka, Redis, FerretDB, the alert bridge, Alertmanager and
+Prometheus as detached processes of our own.
 
 Layout under the state directory: `<component>/` data and generated config, `logs/<component>.log` output,
 `run/<component>.pid` (+ `.launch.json`) bookkeeping. All three are idempotent; `down` only ever signals a
 process whose command line is exactly the one we launched.
+
+Components start concurrently, except that one waits for those it names in `after` to be ready (the bridge for
+Kafka) and is not started when one of them failed; `down` stops it before them. Alertmanager and Prometheus need
+nobody: they retry a receiver that is not there yet. A Prometheus that was already running gets the current config
+and rule file (reloaded if they changed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bus.admin import TopicsReport, ensure_topics
 from deploy.localstack import procfs
+from deploy.localstack.alertmanager_server import alertmanager_component
+from deploy.localstack.bridge_server import bridge_component
 from deploy.localstack.component import Component, ComponentError, wait_ready
 from deploy.localstack.ferretdb_server import ferretdb_component
 from deploy.localstack.kafka_broker import kafka_component
 from deploy.localstack.processes import ProcessRecord, RunDir, port_in_use, spawn, terminate
-from deploy.localstack.prometheus_server import prometheus_component
+from deploy.localstack.prometheus_server import prometheus_component, sync_config
 from deploy.localstack.redis_server import redis_component
 from deploy.settings import Settings
 
@@ -52,10 +60,13 @@ class UpReport:
 
 
 def stack_components(settings: Settings) -> list[Component]:
+    """Every component, in the order they are reported (and, where `after` says so, started)."""
     return [
         kafka_component(settings),
         redis_component(settings),
         ferretdb_component(settings),
+        bridge_component(settings),
+        alertmanager_component(settings),
         prometheus_component(settings),
     ]
 
@@ -65,20 +76,56 @@ def _run_dir(settings: Settings) -> RunDir:
 
 
 async def up(settings: Settings) -> UpReport:
-    """Start whatever is not running, wait until every component answers, then create or align the topics."""
+    """Start whatever is not running, wait until every component answers; the topics are created or aligned as soon
+    as Kafka answers, before the components that need Kafka start."""
     run_dir = _run_dir(settings)
     components = stack_components(settings)
+    loop = asyncio.get_running_loop()
+    started: dict[str, asyncio.Future[ComponentReport]] = {c.name: loop.create_future() for c in components}
+    topics: list[TopicsReport] = []
+    topics_errors: list[str] = []
+
+    async def refusal(component: Component) -> str | None:
+        """Why `component` is not started: a busy port (said at once, not after waiting for the components it
+        needs) or a needed component that failed; None to go ahead."""
+        if not component.after:
+            return None
+        busy = _busy_port(component, run_dir, settings)
+        if busy is not None:
+            return busy
+        failed = [r.name for r in [await started[name] for name in component.after] if r.state == "failed"]
+        return f"skipped: it needs {', '.join(failed)}, which failed" if failed else None
+
+    async def bring_up(component: Component) -> ComponentReport:
+        try:
+            refused = await refusal(component)
+            if refused is not None:
+                report = ComponentReport(component.name, "failed", component.port, detail=refused)
+            else:
+                report = await _bring_up(component, run_dir, settings)
+            if component.name == "kafka":
+                if report.state == "failed":
+                    topics_errors.append("Kafka is not running, topics not checked")
+                else:
+                    await _ensure_topics(settings, topics, topics_errors)
+        except BaseException:
+            started[component.name].cancel()
+            raise
+        started[component.name].set_result(report)
+        return report
+
     async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(_bring_up(c, run_dir, settings)) for c in components]
-    reports = [task.result() for task in tasks]
-    if next(r for r in reports if r.name == "kafka").state == "failed":
-        return UpReport(reports, topics_error="Kafka is not running, topics not checked")
+        tasks = [group.create_task(bring_up(c)) for c in components]
+    reports = [await _synced(task.result(), settings) for task in tasks]
+    return UpReport(reports, topics=next(iter(topics), None), topics_error=next(iter(topics_errors), None))
+
+
+async def _ensure_topics(settings: Settings, topics: list[TopicsReport], errors: list[str]) -> None:
     try:
-        topics = await ensure_bus_topics(settings)
+        topics.append(await ensure_bus_topics(settings))
     except Exception as exc:  # noqa: BLE001 - reported to the user, who decides
         log.exception("ensuring topics failed")
-        return UpReport(reports, topics_error=f"ensuring topics failed: {type(exc).__name__}: {exc}")
-    return UpReport(reports, topics=topics)
+        errors.append(f"ensuring topics failed: {type(exc).__name__}: {exc}")
 
 
 async def ensure_bus_topics(settings: Settings) -> TopicsReport:
@@ -87,10 +134,23 @@ async def ensure_bus_topics(settings: Settings) -> TopicsReport:
 
 
 async def down(settings: Settings) -> list[ComponentReport]:
-    """Stop every component our pid files name (SIGTERM, then SIGKILL after the stop timeout)."""
+    """Stop every component our pid files name (SIGTERM, then SIGKILL after the stop timeout); a component named
+    in another's `after` only once that one is down."""
     run_dir = _run_dir(settings)
+    components = stack_components(settings)
+    stopped: dict[str, asyncio.Event] = {c.name: asyncio.Event() for c in components}
+
+    async def bring_down(component: Component) -> ComponentReport:
+        for other in components:
+            if component.name in other.after:
+                await stopped[other.name].wait()
+        try:
+            return await _bring_down(component, run_dir, settings)
+        finally:
+            stopped[component.name].set()
+
     async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(_bring_down(c, run_dir, settings)) for c in stack_components(settings)]
+        tasks = [group.create_task(bring_down(c)) for c in components]
     return [task.result() for task in tasks]
 
 
@@ -106,6 +166,19 @@ def status(settings: Settings) -> list[ComponentReport]:
             detail = "stale pid file" if run_dir.has_files(component.name) else ""
             reports.append(ComponentReport(component.name, "stopped", component.port, detail=detail))
     return reports
+
+
+async def _synced(report: ComponentReport, settings: Settings) -> ComponentReport:
+    """A Prometheus that was already running: rewrite its config and rules, reload it if they changed."""
+    if report.name != "prometheus" or report.state != "already running":
+        return report
+    try:
+        if await sync_config(settings):
+            return replace(report, detail="config reloaded")
+    except Exception as exc:  # noqa: BLE001 - reported to the user, who decides
+        log.exception("prometheus config sync failed")
+        return replace(report, state="failed", detail=f"reloading the new config failed: {type(exc).__name__}: {exc}")
+    return report
 
 
 async def _bring_up(component: Component, run_dir: RunDir, settings: Settings) -> ComponentReport:
@@ -138,8 +211,9 @@ async def _start(component: Component, run_dir: RunDir, settings: Settings) -> C
         log.info("stale pid file removed", extra={"component": component.name})
     _check_ports_free(component, settings)
     await component.prepare()
+    env = None if component.env is None else component.env()
     try:
-        process = spawn(component.argv, log_file=component.log_file, cwd=component.data_dir)
+        process = spawn(component.argv, log_file=component.log_file, cwd=component.data_dir, env=env)
     except FileNotFoundError as exc:
         raise ComponentError(f"cannot run {component.argv[0]!r} ({exc}): run `make setup`") from exc
     record = ProcessRecord(process.pid, component.argv, ports)
@@ -159,6 +233,18 @@ def _exit_status(returncode: int | None) -> str | None:
     if returncode is None:
         return None
     return f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+
+
+def _busy_port(component: Component, run_dir: RunDir, settings: Settings) -> str | None:
+    """Why `component` cannot start when one of its ports is taken (and it is not already running), else None."""
+    record = run_dir.read(component.name)
+    if record is not None and record.is_running():
+        return None
+    try:
+        _check_ports_free(component, settings)
+    except ComponentError as exc:
+        return str(exc)
+    return None
 
 
 def _check_ports_free(component: Component, settings: Settings) -> None:

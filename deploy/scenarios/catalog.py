@@ -56,13 +56,19 @@ async def disk_full(run: ScenarioRun) -> list[IncidentRecord]:
     return [record]
 
 
-async def bad_deploy(run: ScenarioRun) -> list[IncidentRecord]:
+async def deploy_bad_release(run: ScenarioRun) -> None:
+    """Once traffic flows: announce (ChangeRecorded) and deploy v2-bad, a release that serves errors."""
     t = run.target
     await run.condition(f'sum(rate(demo_requests_total{{service="{t.service}"}}[5s])) > 0', "traffic is flowing")
     await run.record_deploy("v2-bad", "v1")
     await t.deploy("v2-bad")
     run.fault_injected()
     run.say(f"fault injected: {t.service} deployed v2-bad (serves errors)")
+
+
+async def bad_deploy(run: ScenarioRun) -> list[IncidentRecord]:
+    t = run.target
+    await deploy_bad_release(run)
     ratio = (
         f'sum(rate(demo_request_errors_total{{service="{t.service}"}}[5s])) / '
         f'sum(rate(demo_requests_total{{service="{t.service}"}}[5s]))'

@@ -19,7 +19,7 @@ from bus.codec import decode_event
 from bus.config import KafkaConfig
 from bus.errors import EventDecodeError
 from bus.events import Event
-from bus.topics import ACTIONS, ESCALATIONS, INCIDENTS
+from bus.topics import ACTIONS, ESCALATIONS, INCIDENTS, TopicSpec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -27,8 +27,9 @@ WATCHED = (INCIDENTS, ACTIONS, ESCALATIONS)
 
 
 class SwarmWatch:
-    def __init__(self, config: KafkaConfig) -> None:
+    def __init__(self, config: KafkaConfig, topics: tuple[TopicSpec, ...] = WATCHED) -> None:
         self._config = config
+        self._topics = topics
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=config.bootstrap_servers, enable_auto_commit=False, isolation_level="read_committed",
             client_id=f"{config.client_id_prefix}-scenario-watch",
@@ -48,7 +49,7 @@ class SwarmWatch:
         return self
 
     async def _assign_at_end(self) -> None:
-        counts = await partition_counts(self._config, [self._config.topic(spec) for spec in WATCHED])
+        counts = await partition_counts(self._config, [self._config.topic(spec) for spec in self._topics])
         partitions = [TopicPartition(topic, p) for topic, n in counts.items() for p in range(n)]
         self._consumer.assign(partitions)
         await self._consumer.seek_to_end(*partitions)

@@ -40,6 +40,11 @@ class ScenarioTarget:
     service: str
     port: int
     self_traffic_rps: float = 20.0
+    # True: whoever runs the target fires its alerts (the scenarios); the stack's alert rules leave it out.
+    # False: the stack's Prometheus rules fire them through Alertmanager and the bridge (the demo).
+    fires_own_alerts: bool = True
+    # The data dir's simulated capacity: 8 MiB, so that the disk_fill fault crosses the DiskFull rule's 90 %.
+    disk_capacity_bytes: int = 8 << 20
 
     @property
     def process(self) -> str:
@@ -64,6 +69,7 @@ class ScenarioTarget:
             "OPSWARM_TARGET_PORT": str(self.port), "OPSWARM_TARGET_VERSION": version,
             "OPSWARM_TARGET_DATA_DIR": str(self.data_dir),
             "OPSWARM_TARGET_SELF_TRAFFIC_RPS": str(self.self_traffic_rps), "OPSWARM_TARGET_LOG_LEVEL": "WARNING",
+            "OPSWARM_TARGET_DISK_CAPACITY_BYTES": str(self.disk_capacity_bytes),
         }  # fmt: skip
         self.data_dir.mkdir(parents=True, exist_ok=True)
         await self._platform().deploy(
@@ -72,7 +78,7 @@ class ScenarioTarget:
 
     async def scrape(self, timeout_s: float) -> None:
         """Have Prometheus scrape the target, and wait until it has."""
-        labels = {"service": self.service, "env": "staging"}
+        labels = {"service": self.service, "env": "staging", **({"alerts": "self"} if self.fires_own_alerts else {})}
         register_target(self.settings.state_dir, self.service, f"{self.settings.stack.host}:{self.port}", labels)
         await wait_for_series(self.settings.prometheus_url(), f'demo_up{{service="{self.service}"}}', timeout_s)
 

@@ -19,7 +19,16 @@ from tests.services import ServiceEndpoints, free_tcp_port
 
 pytestmark = pytest.mark.integration
 
-COMPONENTS = ["kafka", "redis", "ferretdb", "prometheus"]
+COMPONENTS = ["kafka", "redis", "ferretdb", "bridge", "alertmanager", "prometheus"]
+# The setting that moves each component's (first) port.
+PORT_SETTINGS = [
+    "OPSWARM_STACK__KAFKA_PORT",
+    "OPSWARM_STACK__REDIS_PORT",
+    "OPSWARM_STACK__MONGO_PORT",
+    "OPSWARM_BRIDGE__PORT",
+    "OPSWARM_STACK__ALERTMANAGER_PORT",
+    "OPSWARM_STACK__PROMETHEUS_PORT",
+]
 
 
 async def test_up_twice_changes_nothing(settings: Settings, services: ServiceEndpoints) -> None:
@@ -75,21 +84,19 @@ async def test_stale_pid_file_is_ignored_and_removed(tmp_path: Path, settings: S
 
 async def test_up_names_the_busy_port_and_the_setting(tmp_path: Path, settings: Settings) -> None:
     with _listening_sockets(len(COMPONENTS)) as ports:
-        env = _private_stack_env(tmp_path, kafka=ports[0], redis=ports[1], mongo=ports[2], prometheus=ports[3])
+        env = _private_stack_env(tmp_path, **dict(zip(COMPONENTS, ports, strict=True)))
         result = await run_opswarm("up", env=env)
     assert result.returncode == 1, result.describe()
-    for port, setting in zip(ports, ["KAFKA_PORT", "REDIS_PORT", "MONGO_PORT", "PROMETHEUS_PORT"], strict=True):
+    for port, setting in zip(ports, PORT_SETTINGS, strict=True):
         assert f"port {port} is in use by another process (pid {os.getpid()}" in result.stderr, result.describe()
-        assert f"set OPSWARM_STACK__{setting}" in result.stderr
+        assert f"set {setting}" in result.stderr
     private = settings.model_copy(update={"state_dir": tmp_path})
     assert [r.state for r in localstack.status(private)] == ["stopped"] * len(COMPONENTS)
     assert not list((tmp_path / "run").glob("*.pid"))
 
 
 async def test_down_leaves_no_process_behind(tmp_path: Path) -> None:
-    env = _private_stack_env(
-        tmp_path, kafka=free_tcp_port(), redis=free_tcp_port(), mongo=free_tcp_port(), prometheus=free_tcp_port()
-    )
+    env = _private_stack_env(tmp_path, **{name: free_tcp_port() for name in COMPONENTS})
     try:
         up = await run_opswarm("up", env=env, timeout_s=180)
         assert up.returncode == 0, up.describe()
@@ -103,23 +110,28 @@ async def test_down_leaves_no_process_behind(tmp_path: Path) -> None:
     assert down.returncode == 0, down.describe()
     # A zombie (exited, not yet reaped by init) is no process: procfs.is_alive says False for it.
     assert [name for name, pid in pids.items() if procfs.is_alive(pid)] == []
+    # The bridge's argv names no path of the state dir: it is recognised by its pid above.
     assert _processes_mentioning(str(tmp_path)) == []
     assert not list((tmp_path / "run").glob("*"))
 
 
-def _private_stack_env(state_dir: Path, *, kafka: int, redis: int, mongo: int, prometheus: int) -> dict[str, str]:
+def _private_stack_env(
+    state_dir: Path, *, kafka: int, redis: int, ferretdb: int, bridge: int, alertmanager: int, prometheus: int
+) -> dict[str, str]:
     """Settings for a second, private stack instance in `state_dir`, on its own ports (clients pointed there too)."""
     return {
         "OPSWARM_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka}",
         "OPSWARM_REDIS_URL": f"redis://127.0.0.1:{redis}/0",
-        "OPSWARM_MONGO_URL": f"mongodb://127.0.0.1:{mongo}/",
+        "OPSWARM_MONGO_URL": f"mongodb://127.0.0.1:{ferretdb}/",
         "OPSWARM_QDRANT_PATH": str(state_dir / "qdrant"),
         "OPSWARM_STATE_DIR": str(state_dir),
         "OPSWARM_STACK__KAFKA_PORT": str(kafka),
         "OPSWARM_STACK__KAFKA_CONTROLLER_PORT": str(free_tcp_port()),
         "OPSWARM_STACK__REDIS_PORT": str(redis),
-        "OPSWARM_STACK__MONGO_PORT": str(mongo),
+        "OPSWARM_STACK__MONGO_PORT": str(ferretdb),
         "OPSWARM_STACK__PROMETHEUS_PORT": str(prometheus),
+        "OPSWARM_STACK__ALERTMANAGER_PORT": str(alertmanager),
+        "OPSWARM_BRIDGE__PORT": str(bridge),
     }
 
 
