@@ -24,10 +24,8 @@ import json
 import shutil
 from pathlib import Path
 
-import httpx
-
 from deploy.localstack.bridge_token import ensure_token, token_file
-from deploy.localstack.component import Component, PortSetting
+from deploy.localstack.component import Component, PortSetting, http_ready_probe
 from deploy.settings import Settings
 
 RECEIVER = "incident-webhook"
@@ -36,7 +34,6 @@ GROUP_BY = ("alertname", "service")
 GROUP_WAIT = "1s"
 GROUP_INTERVAL = "5s"
 REPEAT_INTERVAL = "4h"
-_PROBE_TIMEOUT_S = 2.0
 
 
 def alertmanager_home(state_dir: Path) -> Path:
@@ -59,11 +56,6 @@ def alertmanager_component(settings: Settings) -> Component:
         ensure_token(settings)
         config_file.write_text(alertmanager_yml(settings))
 
-    async def probe() -> None:
-        async with httpx.AsyncClient(timeout=_PROBE_TIMEOUT_S) as client:
-            response = await client.get(f"{settings.alertmanager_url()}/-/ready")
-        response.raise_for_status()
-
     component = Component(
         name="alertmanager",
         ports=(PortSetting(stack.alertmanager_port, "OPSWARM_STACK__ALERTMANAGER_PORT"),),
@@ -77,7 +69,7 @@ def alertmanager_component(settings: Settings) -> Component:
         data_dir=home,
         log_file=settings.state_dir / "logs" / "alertmanager.log",
         prepare=prepare,
-        probe=probe,
+        probe=http_ready_probe(f"{settings.alertmanager_url()}/-/ready"),
     )
     return component
 

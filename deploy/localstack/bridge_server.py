@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import sys
 
-import httpx
-
 from deploy.localstack.bridge_token import ensure_token, read_token
-from deploy.localstack.component import Component, PortSetting
+from deploy.localstack.component import Component, PortSetting, http_ready_probe
 from deploy.settings import Settings
-
-_PROBE_TIMEOUT_S = 2.0
 
 
 def bridge_component(settings: Settings) -> Component:
@@ -35,11 +31,6 @@ def bridge_component(settings: Settings) -> Component:
             "OPSWARM_BRIDGE__TOKEN": read_token(settings.state_dir),
         }
 
-    async def probe() -> None:
-        async with httpx.AsyncClient(timeout=_PROBE_TIMEOUT_S) as client:
-            response = await client.get(f"{settings.bridge_url()}/readyz")
-        response.raise_for_status()
-
     return Component(
         name="bridge",
         ports=(PortSetting(bridge.port, "OPSWARM_BRIDGE__PORT"),),
@@ -47,7 +38,7 @@ def bridge_component(settings: Settings) -> Component:
         data_dir=home,
         log_file=settings.state_dir / "logs" / "bridge.log",
         prepare=prepare,
-        probe=probe,
+        probe=http_ready_probe(f"{settings.bridge_url()}/readyz"),
         env=env,
         after=("kafka",),
     )

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 from deploy.localstack.processes import tail
 
 log = logging.getLogger(__name__)
@@ -90,3 +92,14 @@ async def wait_ready(component: Component, exited: Callable[[], str | None], tim
                 f"(last error: {last_error})"
             )
         await asyncio.sleep(_PROBE_INTERVAL_S)
+
+
+def http_ready_probe(url: str, timeout_s: float = 2.0) -> Callable[[], Awaitable[None]]:
+    """A probe that GETs `url` and raises unless it answers 2xx (the readiness endpoint of an HTTP component)."""
+
+    async def probe() -> None:
+        async with httpx.AsyncClient(timeout=timeout_s) as client:
+            response = await client.get(url)
+        response.raise_for_status()
+
+    return probe

@@ -18,10 +18,8 @@ import logging
 import shutil
 from pathlib import Path
 
-import httpx
-
 from deploy.alert_rules import TARGETS_JOB, reload_prometheus, write_rule_file
-from deploy.localstack.component import Component, PortSetting
+from deploy.localstack.component import Component, PortSetting, http_ready_probe
 from deploy.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,7 +28,6 @@ log = logging.getLogger(__name__)
 AGENT_METRICS_PORTS = (9181, 9182, 9183, 9184, 9185)
 SCRAPE_INTERVAL = "1s"
 RETENTION = "1d"
-_PROBE_TIMEOUT_S = 2.0
 
 
 def prometheus_home(state_dir: Path) -> Path:
@@ -62,11 +59,6 @@ def prometheus_component(settings: Settings) -> Component:
             directory.mkdir(parents=True, exist_ok=True)
         _write_files(settings)
 
-    async def probe() -> None:
-        async with httpx.AsyncClient(timeout=_PROBE_TIMEOUT_S) as client:
-            response = await client.get(f"{settings.prometheus_url()}/-/ready")
-        response.raise_for_status()
-
     component = Component(
         name="prometheus",
         ports=(PortSetting(stack.prometheus_port, "OPSWARM_STACK__PROMETHEUS_PORT"),),
@@ -81,7 +73,7 @@ def prometheus_component(settings: Settings) -> Component:
         data_dir=home,
         log_file=settings.state_dir / "logs" / "prometheus.log",
         prepare=prepare,
-        probe=probe,
+        probe=http_ready_probe(f"{settings.prometheus_url()}/-/ready"),
     )
     return component
 
