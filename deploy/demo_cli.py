@@ -46,6 +46,8 @@ def demo(
         if not _cli_ok("status", "--check"):
             _cli("up")
             started.append(["down"])
+        elif not _cli_ok("up"):  # a running stack follows the settings: its bridge moves to our topic namespace
+            _cli("up")  # again, visibly: its table says what failed
         if not _cli_ok("agents", "status", "--check"):
             _cli("agents", "up")
             started.append(["agents", "down"])

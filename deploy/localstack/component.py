@@ -49,6 +49,9 @@ class Component:
     env: Callable[[], Mapping[str, str]] | None = None
     # Components started (and ready) before this one, and stopped only after it.
     after: tuple[str, ...] = field(default=())
+    # `up` restarts it when it runs with other `env` values than the current settings give (e.g. the bridge
+    # after the topic namespace changed): for a stateless process whose clients retry; others are refused.
+    restart_on_env_change: bool = False
 
     @property
     def port(self) -> int:

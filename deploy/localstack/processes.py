@@ -1,19 +1,22 @@
 """Detached processes of the local stack: launch, pid files, recognition and shutdown.
 
 A component's pid file `STATE/run/<name>.pid` holds its pid; `STATE/run/<name>.launch.json` holds the argv we
-launched it with and the ports it was told to use. A process counts as ours only while /proc/PID/cmdline equals
+launched it with, the ports it was told to use and a digest of the environment we set for it (a digest: values may
+be secrets). A process counts as ours only while /proc/PID/cmdline equals
 that argv, so a pid the kernel has since given to someone else is never signalled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,7 @@ class ProcessRecord:
     pid: int
     argv: list[str]
     ports: list[int]
+    env_digest: str = ""
 
     def is_running(self) -> bool:
         return procfs.cmdline(self.pid) == self.argv
@@ -57,7 +61,8 @@ class RunDir:
         try:
             pid = int(self.pid_file(name).read_text().strip())
             launch = json.loads(self.launch_file(name).read_text())
-            return ProcessRecord(pid, [str(arg) for arg in launch["argv"]], [int(p) for p in launch["ports"]])
+            argv, ports = [str(arg) for arg in launch["argv"]], [int(p) for p in launch["ports"]]
+            return ProcessRecord(pid, argv, ports, str(launch.get("env_digest", "")))
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return None
 
@@ -66,12 +71,27 @@ class RunDir:
 
     def write(self, name: str, record: ProcessRecord) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        self.launch_file(name).write_text(json.dumps({"argv": record.argv, "ports": record.ports}))
+        launch = {"argv": record.argv, "ports": record.ports, "env_digest": record.env_digest}
+        self.launch_file(name).write_text(json.dumps(launch))
         self.pid_file(name).write_text(f"{record.pid}\n")
 
     def remove(self, name: str) -> None:
         self.pid_file(name).unlink(missing_ok=True)
         self.launch_file(name).unlink(missing_ok=True)
+
+
+def this_python() -> str:
+    """This interpreter under one stable name: a venv's `bin/python3` (pytest's shebang) and `bin/python` (the
+    CLI's) are the same program, but a component launched by one must be recognised by the other (argv match)."""
+    plain = Path(sys.executable).with_name("python")
+    return str(plain) if plain.exists() else sys.executable
+
+
+def env_digest(env: Mapping[str, str] | None) -> str:
+    """A stable digest of the variables set for a process ("" for none), to tell whether they changed since."""
+    if not env:
+        return ""
+    return hashlib.sha256(json.dumps(sorted(env.items())).encode()).hexdigest()
 
 
 def spawn(

@@ -8,7 +8,8 @@ process whose command line is exactly the one we launched.
 Components start concurrently, except that one waits for those it names in `after` to be ready (the bridge for
 Kafka) and is not started when one of them failed; `down` stops it before them. Alertmanager and Prometheus need
 nobody: they retry a receiver that is not there yet. A Prometheus that was already running gets the current config
-and rule file (reloaded if they changed).
+and rule file (reloaded if they changed); a running component that follows its settings (the bridge: its topic
+namespace) is restarted when they changed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from deploy.localstack.bridge_server import bridge_component
 from deploy.localstack.component import Component, ComponentError, wait_ready
 from deploy.localstack.ferretdb_server import ferretdb_component
 from deploy.localstack.kafka_broker import kafka_component
-from deploy.localstack.processes import ProcessRecord, RunDir, port_in_use, spawn, terminate
+from deploy.localstack.processes import ProcessRecord, RunDir, env_digest, port_in_use, spawn, terminate
 from deploy.localstack.prometheus_server import prometheus_component, sync_config
 from deploy.localstack.redis_server import redis_component
 from deploy.settings import Settings
@@ -195,17 +196,22 @@ async def _start(component: Component, run_dir: RunDir, settings: Settings) -> C
     timeout_s = settings.stack.ready_timeout_s
     ports = [p.port for p in component.ports]
     record = run_dir.read(component.name)
+    detail = ""
     if record is not None and record.is_running():
         if record.argv != component.argv or record.ports != ports:
             raise ComponentError(
                 f"{component.name} (pid {record.pid}) runs with other settings than the current ones; "
                 "run `opswarm down` then `opswarm up`"
             )
-        # Usually answers at once; waits when a concurrent `up` has just launched it.
-        await wait_ready(component, record.ended, timeout_s)
-        return ComponentReport(component.name, "already running", component.port, record.pid)
-    detail = ""
-    if run_dir.has_files(component.name):
+        if not await _env_changed(component, record):
+            # Usually answers at once; waits when a concurrent `up` has just launched it.
+            await wait_ready(component, record.ended, timeout_s)
+            return ComponentReport(component.name, "already running", component.port, record.pid)
+        await terminate(record, settings.stack.stop_timeout_s)
+        run_dir.remove(component.name)
+        detail = "restarted: its settings changed"
+        log.info("component restarted for changed settings", extra={"component": component.name})
+    elif run_dir.has_files(component.name):
         run_dir.remove(component.name)
         detail = "stale pid file removed"
         log.info("stale pid file removed", extra={"component": component.name})
@@ -216,7 +222,7 @@ async def _start(component: Component, run_dir: RunDir, settings: Settings) -> C
         process = spawn(component.argv, log_file=component.log_file, cwd=component.data_dir, env=env)
     except FileNotFoundError as exc:
         raise ComponentError(f"cannot run {component.argv[0]!r} ({exc}): run `make setup`") from exc
-    record = ProcessRecord(process.pid, component.argv, ports)
+    record = ProcessRecord(process.pid, component.argv, ports, env_digest(env))
     run_dir.write(component.name, record)
     try:
         await wait_ready(component, lambda: _exit_status(process.poll()), timeout_s)
@@ -227,6 +233,14 @@ async def _start(component: Component, run_dir: RunDir, settings: Settings) -> C
         run_dir.remove(component.name)
         raise
     return ComponentReport(component.name, "started", component.port, process.pid, detail=detail)
+
+
+async def _env_changed(component: Component, record: ProcessRecord) -> bool:
+    """Whether a running component that follows its settings was launched with other `env` values."""
+    if not component.restart_on_env_change:
+        return False
+    await component.prepare()
+    return env_digest(None if component.env is None else component.env()) != record.env_digest
 
 
 def _exit_status(returncode: int | None) -> str | None:

@@ -37,18 +37,24 @@ class Swarm:
 async def swarm(services: ServiceEndpoints, settings: SuiteSettings) -> AsyncIterator[Swarm]:
     """A swarm of this checkout's code in a topic namespace of its own (a developer's running swarm is stopped
     first: they share the agents' ports and state directory). Its own namespace means it starts on empty topics,
-    whatever earlier runs left on the broker; the namespace's topics are deleted afterwards."""
+    whatever earlier runs left on the broker. `opswarm up` in that namespace moves the stack's alert bridge there,
+    so that Alertmanager's alerts reach this swarm; afterwards the bridge goes back to the configured namespace and
+    the swarm's topics are deleted."""
     namespace = f"e2e-{uuid.uuid4().hex[:8]}"
     env = {"OPSWARM_KAFKA__TOPIC_NAMESPACE": namespace}
     down = await run_opswarm("agents", "down", timeout_s=120)
     assert down.returncode == 0, down.describe()
-    up = await run_opswarm("agents", "up", env=env, timeout_s=180)
-    assert up.returncode == 0, up.describe()
     try:
+        stack = await run_opswarm("up", env=env, timeout_s=180)
+        assert stack.returncode == 0, stack.describe()
+        up = await run_opswarm("agents", "up", env=env, timeout_s=180)
+        assert up.returncode == 0, up.describe()
         yield Swarm(settings.state_dir / "agents" / "state.json", env)
     finally:
         down = await run_opswarm("agents", "down", timeout_s=120)
         assert down.returncode == 0, down.describe()
+        back = await run_opswarm("up", timeout_s=180)
+        assert back.returncode == 0, back.describe()
         config = services.settings(settings).kafka.model_copy(update={"topic_namespace": namespace})
         await delete_namespace(config)
 

@@ -5,15 +5,21 @@ from __future__ import annotations
 import json
 import os
 import socket
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
+from bus.config import KafkaConfig
+from bus.topics import ALERTS
 from deploy import localstack
 from deploy.localstack import procfs
+from deploy.localstack.bridge_token import read_token
 from deploy.settings import Settings
+from tests.integration.kafka_reading import TopicReader
 from tests.integration.opswarm_cli import run_opswarm
 from tests.services import ServiceEndpoints, free_tcp_port
 
@@ -64,6 +70,36 @@ async def test_up_refuses_a_running_component_with_other_settings(
     assert redis.state == "failed"
     assert "runs with other settings than the current ones; run `opswarm down` then `opswarm up`" in redis.detail
     assert {r.name: r.pid for r in localstack.status(settings)} == before
+
+
+async def test_up_moves_the_bridge_to_another_topic_namespace_and_back(
+    settings: Settings, services: ServiceEndpoints, kafka_config: KafkaConfig
+) -> None:
+    """The bridge follows the settings (a swarm in a namespace of its own gets Alertmanager's alerts); the other
+    components are left alone."""
+    before = {c.name: c.pid for c in (await localstack.up(settings)).components}
+    kafka = settings.kafka.model_copy(update={"topic_namespace": kafka_config.topic_namespace})
+    moved = settings.model_copy(update={"kafka": kafka})
+    service = f"bridge-moved-{uuid.uuid4().hex[:8]}"
+    labels = {"alertname": "ServiceDown", "service": service, "severity": "critical"}
+    alert = {"status": "firing", "labels": labels, "startsAt": "2026-11-21T04:17:08Z", "fingerprint": "8a1b2c3d4e5f6071"}
+    body = {"version": "4", "status": "firing", "alerts": [alert]}
+    try:
+        report = {c.name: c for c in (await localstack.up(moved)).components}
+        assert (report["bridge"].state, report["bridge"].detail) == ("started", "restarted: its settings changed")
+        assert report["bridge"].pid != before["bridge"]
+        assert {n: c.pid for n, c in report.items() if n != "bridge"} == {n: p for n, p in before.items() if n != "bridge"}
+        async with TopicReader(kafka_config, [kafka_config.topic(ALERTS)]) as reader:
+            async with httpx.AsyncClient(base_url=settings.bridge_url(), timeout=10) as client:
+                token = read_token(settings.state_dir)
+                response = await client.post("/alertmanager", json=body, headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 200, response.text
+            await reader.until(lambda records: any(service.encode() in r.value for r in records))
+    finally:
+        back = {c.name: c for c in (await localstack.up(settings)).components}
+    assert (back["bridge"].state, back["bridge"].detail) == ("started", "restarted: its settings changed")
+    again = {c.name: c for c in (await localstack.up(settings)).components}
+    assert (again["bridge"].state, again["bridge"].pid) == ("already running", back["bridge"].pid)
 
 
 async def test_stale_pid_file_is_ignored_and_removed(tmp_path: Path, settings: Settings) -> None:
