@@ -97,6 +97,10 @@ def agent_env(settings: Settings) -> dict[str, str]:
         # After that, committed offsets rule (nothing is missed across restarts and crashes).
         "OPSWARM_CONSUMER_START": "latest",
     }
+    embedding = settings.embedding.model_dump(mode="json", exclude={"openai_api_key"})
+    if settings.embedding.openai_api_key is not None:
+        embedding["openai_api_key"] = settings.embedding.openai_api_key.get_secret_value()
+    env["OPSWARM_EMBEDDING"] = json.dumps(embedding)
     if settings.qdrant_url:
         env["OPSWARM_QDRANT_URL"] = settings.qdrant_url
     if settings.qdrant_api_key is not None:

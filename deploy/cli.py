@@ -17,6 +17,7 @@ from deploy.console_reports import components_table, doctor_table, print_topics
 from deploy.demo_cli import demo
 from deploy.doctor import run_doctor, summary_line
 from deploy.incidents_cli import decision_command, incidents_app
+from deploy.kb_cli import kb_app
 from deploy.scenario_cli import scenario_app
 from deploy.settings import Settings
 
@@ -25,6 +26,7 @@ console = Console(highlight=False)
 app.add_typer(agents_app, name="agents")
 app.add_typer(incidents_app, name="incidents")
 app.add_typer(scenario_app, name="scenario")
+app.add_typer(kb_app, name="kb")
 app.command("approve")(decision_command("approve"))
 app.command("reject")(decision_command("reject"))
 app.command("bridge")(bridge)

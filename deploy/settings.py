@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bus.bridge.settings import BridgeConfig
 from bus.config import KafkaConfig
+from knowledge.dense_embedders import EmbeddingConfig
 
 # The checkout this package runs from: set-up puts per-checkout tools (classpath, binaries) under it.
 CHECKOUT_DIR = Path(__file__).resolve().parent.parent
@@ -63,6 +64,10 @@ class Settings(BaseSettings):
     qdrant_path: Path | None = None
     qdrant_url: str | None = None
     qdrant_api_key: SecretStr | None = None
+    # The knowledge base's dense embedder (the agents get the same: vectors of two models never mix).
+    embedding: EmbeddingConfig = EmbeddingConfig()
+    # The knowledge agent's HTTP API, for `opswarm kb`; default: the local swarm's knowledge agent.
+    knowledge_url: str | None = None
     # Where the swarm keeps its state: Redis key prefix, MongoDB database and incident collection.
     redis_prefix: str = "opswarm"
     mongo_database: str = "opswarm"

@@ -12,8 +12,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-# System packages the project needs. A later issue adds chromium.
-APT_PACKAGES=(redis-server prometheus prometheus-alertmanager)
+# System packages the project needs (chromium: the browser tests drive it with Playwright).
+APT_PACKAGES=(redis-server prometheus prometheus-alertmanager chromium)
 MIN_PYTHON="3.11"
 TOOLS_DIR="$ROOT/.opswarm/tools"
 VENV_DIR="$ROOT/.venv"

@@ -238,6 +238,15 @@ def _checked_step(step: PlanStep, catalog: Catalog, problems: list[str]) -> Plan
 def _hit_evidence(hit: KnowledgeHit) -> Evidence:
     payload = hit.payload
     data = {"doc_id": hit.doc_id, "type": hit.type, "title": hit.title}
+    if hit.type != "incident":
+        # A runbook or postmortem section: where it is, and the passage that matched.
+        section = payload.get("section") if isinstance(payload.get("section"), str) else ""
+        data.update(section=section, snippet=hit.snippet)
+        where = f"{hit.title} › {section}" if section else hit.title
+        return Evidence(
+            kind="runbook", summary=f"{hit.type} {where!r}: {hit.snippet}"[:400], source=hit.source or hit.doc_id,
+            score=hit.score, data=data,
+        )  # fmt: skip
     details = []
     if isinstance(payload.get("outcome"), str):
         data["outcome"] = payload["outcome"]

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from agents.diagnosis.conclusion import Diagnosis, Gathered, ProbeReading, conclude
 from agents.diagnosis.default_rules import DEFAULT_PLAYBOOK
+from agents.diagnosis.knowledge_query import knowledge_query
 from agents.diagnosis.knowledge_replies import KnowledgeReplies
 from agents.diagnosis.playbook import Playbook, RenderedProbe, draft_plan, load_rules, render_probes, situation_of
 from agents.diagnosis.settings import DiagnosisSettings
@@ -108,7 +109,7 @@ class Diagnoser:
             knowledge = group.create_task(
                 self._knowledge.ask(
                     request,
-                    f"{situation.kind} on {situation.service}: {told}",
+                    knowledge_query(request, situation, told),
                     k=self._settings.knowledge_k,
                     kind=situation.kind,
                     actions=self._playbook.candidate_actions(situation.kind),

@@ -1,9 +1,11 @@
-"""Wiring: store closed incidents in Qdrant, answer knowledge queries with similar incidents and action statistics.
+"""Wiring: store closed incidents in Qdrant, answer knowledge queries with runbook sections, similar incidents and
+action statistics, and serve the knowledge base's HTTP API.
 
-One at-least-once consumer reads both topics: an `incident.closed` is upserted under a deterministic id (a
-redelivery replaces the point with itself), a `knowledge.queried` gets a `knowledge.answered` (a repeated answer
-is harmless: the asker takes the first one for its query). A store that fails is retried by the consumer loop;
-a query that fails is answered with nothing, so the asker is never left waiting for its timeout.
+One at-least-once consumer reads both topics: an `incident.closed` is upserted under a deterministic id into the
+incident memory and as a document into the knowledge base (a redelivery replaces both with themselves), a
+`knowledge.queried` gets a `knowledge.answered` (a repeated answer is harmless: the asker takes the first one for
+its query). A store that fails is retried by the consumer loop; a query that fails is answered with what did not
+fail, so the asker is never left waiting for its timeout. The HTTP side adds /kb (knowledge/kb_api.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from qdrant_client import AsyncQdrantClient
 from redis.asyncio import Redis
@@ -31,6 +34,9 @@ from bus.events import (
 )
 from bus.topics import INCIDENTS, KNOWLEDGE
 from knowledge.incident_memory import IncidentMemory
+from knowledge.kb_api import kb_router
+from knowledge.kb_ui import IncidentPages, kb_ui_router
+from knowledge.knowledge_base import KnowledgeBase, open_knowledge_base
 from knowledge.text_vectors import HashingEmbedder
 from scheduler.agent_http import ReadinessCheck, agent_http
 from scheduler.agent_process import AgentIdentity, run_agent
@@ -50,43 +56,55 @@ def qdrant_client_for(settings: KnowledgeSettings) -> AsyncQdrantClient:
     return AsyncQdrantClient(path=settings.qdrant_path)
 
 
+@dataclass(frozen=True)
+class KnowledgeStores:
+    """What the agent keeps: closed incidents (similarity, action statistics) and the knowledge base."""
+
+    memory: IncidentMemory
+    kb: KnowledgeBase
+
+
 @asynccontextmanager
-async def opened_memory(settings: KnowledgeSettings) -> AsyncIterator[IncidentMemory]:
-    """The incident memory over the configured Qdrant and collection, its client closed on the way out."""
+async def opened_stores(settings: KnowledgeSettings) -> AsyncIterator[KnowledgeStores]:
+    """Both stores over the configured Qdrant (one client), the embedder loaded; closed on the way out."""
     client = qdrant_client_for(settings)
     try:
         embedder = HashingEmbedder(settings.embedding_dimension)
         memory = IncidentMemory(client, embedder, settings.collection, timeout_s=settings.qdrant_timeout_s)
         await memory.ensure_collection()
-        yield memory
+        kb = await open_knowledge_base(
+            client, settings.embedding, collection=settings.documents_collection, timeout_s=settings.qdrant_timeout_s
+        )
+        yield KnowledgeStores(memory, kb)
     finally:
         await client.close()
 
 
-async def store_closed(memory: IncidentMemory, event: IncidentClosed) -> None:
-    """Store a closed incident; a failure is retriable (the consumer backs off and tries again)."""
+async def store_closed(stores: KnowledgeStores, event: IncidentClosed) -> None:
+    """Store a closed incident in both stores; a failure is retriable (the consumer backs off and tries again)."""
     if event.incident_id is None:
         raise NonRetriableError("incident.closed without incident_id: nothing to key the stored incident by")
     try:
-        await memory.store(event)
+        await stores.memory.store(event)
+        await stores.kb.store_incident(event)
     except Exception as exc:
         raise RetriableError(f"storing incident {event.incident_id} failed: {type(exc).__name__}: {exc}") from exc
 
 
-async def answer(memory: IncidentMemory, query: KnowledgeQueried) -> KnowledgeAnswered:
-    """The answer to a query: similar incidents, and statistics of the asked actions when a kind is given.
-
-    Either part that fails is answered empty (and logged) rather than not at all.
-    """
+async def answer(stores: KnowledgeStores, query: KnowledgeQueried) -> KnowledgeAnswered:
+    """The answer to a query: the best runbook and postmortem sections, similar incidents, and statistics of the
+    asked actions when a kind is given. A part that fails is answered empty (and logged) rather than not at all."""
     async with asyncio.TaskGroup() as group:
-        hits = group.create_task(_hits(memory, query))
-        stats = group.create_task(_action_stats(memory, query))
+        sections = group.create_task(_sections(stores.kb, query))
+        incidents = group.create_task(_hits(stores.memory, query))
+        stats = group.create_task(_action_stats(stores.memory, query))
+    hits = [*sections.result(), *incidents.result()]
     log.info(
         "query answered",
         extra={
             "query_event_id": query.event_id,
             "incident_id": query.incident_id,
-            "hits": len(hits.result()),
+            "hits": len(hits),
             "action_stats": len(stats.result()),
         },
     )
@@ -94,9 +112,24 @@ async def answer(memory: IncidentMemory, query: KnowledgeQueried) -> KnowledgeAn
         KnowledgeAnswered,
         produced_by=AGENT,
         query_event_id=query.event_id,
-        hits=hits.result(),
+        hits=hits,
         action_stats=stats.result(),
     )
+
+
+async def _sections(kb: KnowledgeBase, query: KnowledgeQueried) -> list[KnowledgeHit]:
+    """Runbook and postmortem sections (incidents come from the memory, with their outcome and actions)."""
+    try:
+        # One search per type: the many closed incidents' chunks must not crowd the runbooks out of the top k.
+        async with asyncio.TaskGroup() as group:
+            searches = [group.create_task(kb.search(query.query, query.k, filters={"type": kind}))
+                        for kind in ("runbook", "postmortem")]  # fmt: skip
+    except Exception:
+        log.warning("knowledge base search failed; answering without sections",
+                    extra={"query_event_id": query.event_id}, exc_info=True)  # fmt: skip
+        return []
+    found = sorted((hit for search in searches for hit in search.result()), key=lambda h: h.score, reverse=True)
+    return [hit.as_knowledge_hit() for hit in found[: query.k]]
 
 
 async def _hits(memory: IncidentMemory, query: KnowledgeQueried) -> list[KnowledgeHit]:
@@ -121,13 +154,13 @@ async def _action_stats(memory: IncidentMemory, query: KnowledgeQueried) -> list
         return []
 
 
-def build_consumer(settings: KnowledgeSettings, memory: IncidentMemory) -> EventConsumer:
+def build_consumer(settings: KnowledgeSettings, stores: KnowledgeStores) -> EventConsumer:
     async def handle(event: AnyEvent, ctx: RecordContext) -> list[Event] | None:
         if isinstance(event, IncidentClosed):
-            await store_closed(memory, event)
+            await store_closed(stores, event)
             return None
         assert isinstance(event, KnowledgeQueried)
-        return [await answer(memory, event)]
+        return [await answer(stores, event)]
 
     return EventConsumer(
         settings.kafka,
@@ -152,10 +185,17 @@ def qdrant_readiness(memory: IncidentMemory) -> ReadinessCheck:
 
 
 async def run_knowledge(
-    settings: KnowledgeSettings, stop: asyncio.Event, redis: Redis, memory: IncidentMemory, consumer: EventConsumer
+    settings: KnowledgeSettings,
+    stop: asyncio.Event,
+    redis: Redis,
+    stores: KnowledgeStores,
+    consumer: EventConsumer,
+    incidents: IncidentPages | None = None,
 ) -> None:
-    """Run the agent (`consumer` from `build_consumer` over `memory`) until `stop` is set."""
+    """Run the agent (`consumer` from `build_consumer` over `stores`) until `stop` is set; the UI's incident pages
+    read `incidents` (coordination's records)."""
     heartbeats = HeartbeatRegistry(redis, settings.redis_prefix, settings.heartbeat_ttl_s)
     identity = AgentIdentity(AGENT, settings.instance_id)
-    http = agent_http(settings, readiness=[qdrant_readiness(memory)])
+    routers = [kb_router(stores.kb), kb_ui_router(stores.kb, stores.memory, incidents)]
+    http = agent_http(settings, routers=routers, readiness=[qdrant_readiness(stores.memory)])
     await run_agent(identity, [consumer], heartbeats, stop, beat_every_s=settings.heartbeat_every_s, http=http)

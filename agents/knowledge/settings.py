@@ -6,6 +6,8 @@ from typing import Self
 
 from pydantic import Field, SecretStr, model_validator
 
+from knowledge.dense_embedders import EmbeddingConfig
+from knowledge.document_store import DEFAULT_COLLECTION as DEFAULT_DOCUMENTS_COLLECTION
 from knowledge.incident_memory import DEFAULT_COLLECTION
 from knowledge.text_vectors import DEFAULT_DIMENSION
 from scheduler.agent_settings import AgentSettings
@@ -20,8 +22,17 @@ class KnowledgeSettings(AgentSettings):
     qdrant_url: str | None = None
     qdrant_api_key: SecretStr | None = None
     qdrant_timeout_s: float = Field(default=10.0, gt=0)
+    # Closed incidents for similarity and action statistics (lexical hashing vectors of this dimension).
     collection: str = Field(default=DEFAULT_COLLECTION, min_length=1)
     embedding_dimension: int = Field(default=DEFAULT_DIMENSION, ge=8, le=65536)
+    # The knowledge base: runbooks, postmortems and closed incidents as chunks, dense vectors of `embedding`.
+    documents_collection: str = Field(default=DEFAULT_DOCUMENTS_COLLECTION, min_length=1)
+    embedding: EmbeddingConfig = EmbeddingConfig()
+    # Coordination's incident records, read for the UI's incident pages (none: those pages say so).
+    mongo_url: SecretStr | None = SecretStr("mongodb://127.0.0.1:27027/")
+    mongo_database: str = "opswarm"
+    incidents_collection: str = "incidents"
+    mongo_timeout_s: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _require_qdrant(self) -> Self:

@@ -6,7 +6,6 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from bus.admin import delete_namespace, ensure_topics
@@ -14,6 +13,7 @@ from bus.config import KafkaConfig
 from knowledge.incident_store import IncidentStore
 from scheduler.clock import ManualClock
 from tests.integration.redis_keys import keys_under, redis_for
+from tests.scratch_incidents import scratch_incident_store
 
 
 @pytest.fixture(scope="session")
@@ -58,14 +58,5 @@ def clock() -> ManualClock:
 @pytest.fixture
 async def incident_store(services) -> AsyncIterator[IncidentStore]:
     """An incident store in collections of the test's own, dropped afterwards."""
-    client: AsyncMongoClient = AsyncMongoClient(services.mongo_url, serverSelectionTimeoutMS=5000)
-    database = client["opswarm_tests"]
-    name = f"incidents_{uuid.uuid4().hex[:8]}"
-    store = IncidentStore.in_database(database, name)
-    await store.ensure_indexes()
-    try:
+    async with scratch_incident_store(services.mongo_url) as store:
         yield store
-    finally:
-        await database[name].drop()
-        await database[f"{name}_versions"].drop()
-        await client.close()

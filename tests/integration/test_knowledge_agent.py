@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from qdrant_client import AsyncQdrantClient
 from redis.asyncio import Redis
 
-from agents.knowledge.service import answer, build_consumer, opened_memory, run_knowledge, store_closed
+from agents.knowledge.service import KnowledgeStores, answer, build_consumer, opened_stores, run_knowledge, store_closed
 from agents.knowledge.settings import KnowledgeSettings
 from bus.codec import decode_event
 from bus.config import KafkaConfig
@@ -25,7 +25,9 @@ from bus.errors import NonRetriableError, RetriableError
 from bus.events import ActionStat, AlertRef, IncidentClosed, KnowledgeAnswered, KnowledgeQueried, PlanStep
 from bus.producer import EventPublisher
 from bus.topics import KNOWLEDGE
+from knowledge.dense_embedders import EmbeddingConfig
 from knowledge.incident_memory import IncidentMemory
+from knowledge.markdown_documents import read_document
 from scheduler.heartbeats import HeartbeatRecord, HeartbeatRegistry
 from tests.integration.kafka_reading import TopicReader
 from tests.integration.redis_keys import eventually
@@ -42,6 +44,7 @@ def _settings(
         kafka=kafka_config, redis_url=SecretStr(services.redis_url), redis_prefix=key_prefix,
         instance_id=f"knowledge-{run}", consumer_group=f"knowledge-test-{run}", consumer_start="latest",
         qdrant_path=str(tmp_path / "qdrant"), qdrant_url=None, http_port=0, heartbeat_every_s=0.2,
+        embedding=EmbeddingConfig(backend="hashing"), mongo_url=None,
     )  # fmt: skip
 
 
@@ -69,18 +72,25 @@ async def test_the_agent_stores_closed_incidents_and_answers_queries(
     )  # fmt: skip
     heartbeats = HeartbeatRegistry(redis_client, key_prefix)
     stop = asyncio.Event()
-    async with opened_memory(settings) as memory:
-        consumer = build_consumer(settings, memory)
-        agent = asyncio.create_task(run_knowledge(settings, stop, redis_client, memory, consumer))
+    async with opened_stores(settings) as stores:
+        memory = stores.memory
+        await stores.kb.ingest([read_document(REPO / "deploy" / "demo" / "runbooks" / "service-down.md")])
+        consumer = build_consumer(settings, stores)
+        agent = asyncio.create_task(run_knowledge(settings, stop, redis_client, stores, consumer))
         try:
             await asyncio.wait_for(consumer.wait_started(), 60)
             beat = await _beat_of(heartbeats, settings.instance_id)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{beat.details['http_port']}") as http:
                 ready = await http.get("/readyz", timeout=5)
+                found = await http.get("/kb/search", params={"q": "ServiceDown", "type": "runbook"}, timeout=5)
+                page = await http.get("/ui", params={"q": "ServiceDown"}, timeout=5)
             assert ready.status_code == 200, ready.text
+            assert found.status_code == 200 and found.json()["results"][0]["source"].endswith("service-down.md")
+            assert page.status_code == 200 and "service-down.md" in page.text
             async with EventPublisher(kafka_config, client_id="tests") as publisher:
                 await publisher.publish(closed)
                 await eventually(lambda: _stored(memory, closed.incident_id), 30)
+                await eventually(lambda: _documented(stores, closed.incident_id), 30)
                 async with TopicReader(kafka_config, [kafka_config.topic(KNOWLEDGE)]) as reader:
                     await publisher.publish(query)
                     await reader.until(lambda rs: _answers(rs, query.event_id), 30)
@@ -92,8 +102,12 @@ async def test_the_agent_stores_closed_incidents_and_answers_queries(
     [answered] = _answers(reader.records, query.event_id)
     assert (answered.incident_id, answered.causation_id) == (query.incident_id, query.event_id)
     assert answered.produced_by == "knowledge"
-    assert [h.doc_id for h in answered.hits] == [closed.incident_id]
-    assert answered.hits[0].score > 0.5 and answered.hits[0].payload["durations_s"] == {"remediate": 12.5}
+    # The runbook's sections first (the only document here), then the similar incident with its facts.
+    sections = [h for h in answered.hits if h.type == "runbook"]
+    assert sections and all(h.source and h.source.endswith("service-down.md") for h in sections)
+    assert [h.doc_id for h in answered.hits if h.type == "incident"] == [closed.incident_id]
+    incident = answered.hits[-1]
+    assert incident.score > 0.5 and incident.payload["durations_s"] == {"remediate": 12.5}
     assert answered.action_stats == [
         ActionStat(kind=kind, action="restart_service", attempts=1, successes=1),
         ActionStat(kind=kind, action="rollback_deployment", attempts=0, successes=0),
@@ -104,27 +118,31 @@ async def test_the_agent_stores_closed_incidents_and_answers_queries(
 
 
 @pytest.fixture
-async def broken_memory(tmp_path: Path) -> AsyncIterator[IncidentMemory]:
-    """A memory whose Qdrant client is gone: every call to it fails."""
-    settings = KnowledgeSettings(qdrant_path=str(tmp_path / "qdrant"), qdrant_url=None)
-    async with opened_memory(settings) as memory:
+async def broken_stores(tmp_path: Path) -> AsyncIterator[KnowledgeStores]:
+    """Stores whose Qdrant client is gone: every call to them fails."""
+    settings = KnowledgeSettings(
+        qdrant_path=str(tmp_path / "qdrant"), qdrant_url=None, embedding=EmbeddingConfig(backend="hashing")
+    )
+    async with opened_stores(settings) as stores:
         pass
-    yield memory
+    yield stores
 
 
-async def test_a_failing_qdrant_still_gets_an_answer(broken_memory: IncidentMemory) -> None:
+async def test_a_failing_qdrant_still_gets_an_answer(broken_stores: KnowledgeStores) -> None:
     query = KnowledgeQueried(
         produced_by="tests", query="ServiceDown checkout", kind="ServiceDown", actions=["restart_service"]
     )
-    answered = await answer(broken_memory, query)
+    answered = await answer(broken_stores, query)
     assert (answered.query_event_id, answered.hits, answered.action_stats) == (query.event_id, [], [])
 
 
-async def test_a_failing_store_is_retried_and_an_incident_without_id_is_rejected(broken_memory: IncidentMemory) -> None:
+async def test_a_failing_store_is_retried_and_an_incident_without_id_is_rejected(
+    broken_stores: KnowledgeStores,
+) -> None:
     with pytest.raises(RetriableError, match="storing incident inc-1 failed"):
-        await store_closed(broken_memory, _closed("inc-1", "checkout"))
+        await store_closed(broken_stores, _closed("inc-1", "checkout"))
     with pytest.raises(NonRetriableError, match="without incident_id"):
-        await store_closed(broken_memory, _closed("inc-1", "checkout").model_copy(update={"incident_id": None}))
+        await store_closed(broken_stores, _closed("inc-1", "checkout").model_copy(update={"incident_id": None}))
 
 
 async def test_the_process_starts_and_stops_cleanly(
@@ -160,7 +178,10 @@ async def test_the_process_starts_and_stops_cleanly(
     # The process made the collection at the configured path, and let go of the directory's lock.
     client = AsyncQdrantClient(path=settings.qdrant_path)
     try:
-        assert await client.collection_exists("incidents")
+        assert await client.collection_exists("incidents") and await client.collection_exists("documents")
+        # The knowledge base was made with the default embedder: the real all-MiniLM-L6-v2 model.
+        info = await client.get_collection("documents")
+        assert (info.config.metadata or {})["embedder_model_id"].startswith("sentence-transformers/all-MiniLM-L6-v2@")
     finally:
         await client.close()
 
@@ -174,6 +195,10 @@ async def _beat_of(heartbeats: HeartbeatRegistry, instance_id: str) -> Heartbeat
 
     await eventually(beating, 30)
     return found[0]
+
+
+async def _documented(stores: KnowledgeStores, incident_id: str | None) -> bool:
+    return f"incident:{incident_id}" in await stores.kb.store.documents()
 
 
 async def _stored(memory: IncidentMemory, incident_id: str | None) -> bool:
