@@ -9,7 +9,7 @@ STATE_DIR := $(or $(OPSWARM_STATE_DIR),.opswarm)
 # What `make clean` removes from the state directory (the per-checkout tools under .opswarm/tools stay).
 STATE_SUBDIRS := kafka redis ferretdb qdrant prometheus alertmanager bridge agents targets deployments scenarios logs run
 
-.PHONY: help setup up down status doctor test demo bench-bus clean
+.PHONY: help setup up down status doctor test demo bench-bus bench-kb clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ demo: setup ## The whole product: real faults, Prometheus, Alertmanager, the bri
 
 bench-bus: setup up ## Benchmark the event bus against the local stack
 	@$(PYTHON) -m deploy.bench_bus
+
+bench-kb: setup ## Benchmark the knowledge base: ingest rate and search latency at 10,000 chunks, local Qdrant
+	@$(PYTHON) -m deploy.bench_kb
 
 clean: down ## Stop the stack and remove its state (data, logs, pid files); keeps .opswarm/tools
 	rm -rf $(addprefix $(STATE_DIR)/,$(STATE_SUBDIRS))
