@@ -58,7 +58,8 @@ LATENCY_THRESHOLD_S = "1"
 DISK_FULL_RATIO = "0.9"
 MIN_AGE_S = "3600"
 RATE_WINDOW = "5s"
-RUNBOOK_URL = f"{(CHECKOUT_DIR / 'README.md').as_uri()}#alert-rules"
+# Each alert's runbook, seeded into the knowledge base by `opswarm demo` (`opswarm kb ingest` of this directory).
+RUNBOOKS_DIR = CHECKOUT_DIR / "deploy" / "demo" / "runbooks"
 _RELOAD_TIMEOUT_S = 10.0
 
 # Targets registered with `alerts="self"` (the scenarios, which fire their own alerts) are left out.
@@ -80,6 +81,11 @@ class AlertRule:
     summary: str
     description: str
     labels: dict[str, str] = field(default_factory=dict)
+    runbook: str = ""  # its file in RUNBOOKS_DIR
+
+    @property
+    def runbook_url(self) -> str:
+        return (RUNBOOKS_DIR / self.runbook).as_uri()
 
     def as_rule(self) -> dict[str, object]:
         return {
@@ -92,7 +98,7 @@ class AlertRule:
                 "verify_window_s": VERIFY_WINDOW_S,
                 **self.labels,
             },
-            "annotations": {"summary": self.summary, "description": self.description, "runbook_url": RUNBOOK_URL},
+            "annotations": {"summary": self.summary, "description": self.description, "runbook_url": self.runbook_url},
         }
 
 
@@ -111,6 +117,7 @@ def demo_target_rules(settings: Settings) -> list[AlertRule]:
     return [
         AlertRule(
             alert="ServiceDown",
+            runbook="service-down.md",
             expr=f'min by ({_BY}) (up{{{_SELECT}, service!=""}}) == 0',
             for_="2s",
             severity="critical",
@@ -120,6 +127,7 @@ def demo_target_rules(settings: Settings) -> list[AlertRule]:
         ),
         AlertRule(
             alert="ConnectionPoolExhausted",
+            runbook="connection-pool-exhausted.md",
             expr=f"max by ({_BY}) (demo_pool_in_use{{{_SELECT}}} / demo_pool_size{{{_SELECT}}}) >= 1",
             for_="0s",
             severity="critical",
@@ -129,6 +137,7 @@ def demo_target_rules(settings: Settings) -> list[AlertRule]:
         ),
         AlertRule(
             alert="HighErrorRate",
+            runbook="high-error-rate.md",
             expr=f"{errors} / {requests} > {ERROR_RATIO_THRESHOLD}",
             for_="1s",
             severity="critical",
@@ -139,6 +148,7 @@ def demo_target_rules(settings: Settings) -> list[AlertRule]:
         ),
         AlertRule(
             alert="HighLatency",
+            runbook="high-latency.md",
             expr=f"{latency_p99} > {LATENCY_THRESHOLD_S}",
             for_="1s",
             severity="warning",
@@ -149,6 +159,7 @@ def demo_target_rules(settings: Settings) -> list[AlertRule]:
         ),
         AlertRule(
             alert="DiskFull",
+            runbook="disk-full.md",
             # The value is the threshold (the left side of a filtering comparison): it becomes threshold_bytes.
             expr=f"{disk_threshold} <= max by ({_BY}) (demo_disk_used_bytes{{{_SELECT}}})",
             for_="0s",
@@ -164,6 +175,7 @@ def demo_target_rules(settings: Settings) -> list[AlertRule]:
         ),
         AlertRule(
             alert="DatabaseCorruption",
+            runbook="database-corruption.md",
             expr=f"max by ({_BY}) (demo_data_corruption{{{_SELECT}}}) > 0",
             for_="0s",
             severity="critical",

@@ -1,7 +1,7 @@
 """`opswarm demo`: the whole product on one machine.
 
 It starts what is not running (the local stack with Prometheus, Alertmanager and the bridge; the five agents),
-injects each fault into a demo service of its own, lets Prometheus → Alertmanager → bridge → swarm handle it
+seeds the knowledge base with the runbooks of the demo's alerts (deploy/demo/runbooks), injects each fault into a demo service of its own, lets Prometheus → Alertmanager → bridge → swarm handle it
 (granting, visibly on the CLI, the approval a risky fix asks for), prints a table of the incidents and last
 `demo: faults=N remediated=N escalated=N mttr_s_p50=N swarm_share_s_p50=N verified=N`. It stops what it started
 when it ends, Ctrl-C included, unless `--keep-running`.
@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from bus.producer import EventPublisher
+from deploy.alert_rules import RUNBOOKS_DIR
 from deploy.demo.demo_faults import DEMO_FAULTS
 from deploy.demo.demo_report import FaultOutcome, demo_line, outcomes_table
 from deploy.demo.demo_run import WATCHED, run_fault
@@ -51,6 +52,9 @@ def demo(
         if not _cli_ok("agents", "status", "--check"):
             _cli("agents", "up")
             started.append(["agents", "down"])
+        # The runbooks of the demo's alerts, into the knowledge base (unchanged ones are skipped): diagnosis
+        # cites them in its evidence.
+        _cli("kb", "ingest", str(RUNBOOKS_DIR))
         outcomes = asyncio.run(_run(settings, list(fault) or list(DEMO_FAULTS), timeout_s))
     finally:
         if keep_running:

@@ -3,7 +3,9 @@ until a query answers.
 
 `register_target` writes `<state_dir>/prometheus/targets/<name>.json` (one target, its labels) atomically, so
 Prometheus never reads half a file; it picks the file up within a second (job `opswarm-targets`).
-`unregister_target` removes it. `wait_for_series` polls an instant query until it returns a sample.
+`unregister_target` removes it; `wait_target_dropped` waits until Prometheus has let go of it (to stop a service
+without its scrape failing, and ServiceDown firing, in between). `wait_for_series` polls an instant query until it
+returns a sample.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+
+import httpx
 
 from deploy.localstack.prometheus_server import targets_dir
 from execution.prometheus_queries import PrometheusQueries, QueryResult
@@ -82,3 +86,21 @@ async def wait_for_series(prometheus_url: str, query: str, timeout_s: float) -> 
         raise TimeoutError(f"{query} returned no sample within {timeout_s:g}s (last: {seen})") from None
     finally:
         await queries.aclose()
+
+
+async def wait_target_dropped(prometheus_url: str, service: str, timeout_s: float) -> bool:
+    """Poll Prometheus's active targets until none has the label service=`service`; False after `timeout_s`."""
+    try:
+        async with httpx.AsyncClient(timeout=min(5.0, timeout_s)) as client, asyncio.timeout(timeout_s):
+            while True:
+                try:
+                    response = await client.get(f"{prometheus_url}/api/v1/targets", params={"state": "active"})
+                    active = response.json()["data"]["activeTargets"] if response.is_success else None
+                except (httpx.HTTPError, ValueError, KeyError):
+                    active = None
+                if active is not None and not any(t.get("labels", {}).get("service") == service for t in active):
+                    return True
+                await asyncio.sleep(_POLL_INTERVAL_S)
+    except TimeoutError:
+        log.warning("prometheus still scrapes the target", extra={"service": service, "timeout_s": timeout_s})
+        return False

@@ -27,6 +27,7 @@ class FaultOutcome:
     mttr_s: float | None
     swarm_share_s: float | None
     detail: str = ""
+    runbook: str | None = None  # the runbook diagnosis cited first (its file name)
 
     @property
     def as_designed(self) -> bool:
@@ -46,12 +47,12 @@ def outcome_of(state: str, verified: bool, executed_forbidden: int) -> str:
 def outcomes_table(outcomes: list[FaultOutcome]) -> Table:
     table = Table(title="demo: incidents", title_justify="left")
     for column in ("fault", "service", "incident", "state", "outcome", "actions", "approvals", "verified", "mttr s",
-                   "swarm s", "as designed"):  # fmt: skip
+                   "swarm s", "runbook", "as designed"):  # fmt: skip
         table.add_column(column)
     for o in outcomes:
         table.add_row(
             o.fault, o.service, o.incident_id or "-", o.state, o.outcome, str(o.actions), str(o.approvals),
-            "yes" if o.verified else "no", _seconds(o.mttr_s), _seconds(o.swarm_share_s),
+            "yes" if o.verified else "no", _seconds(o.mttr_s), _seconds(o.swarm_share_s), o.runbook or "-",
             "yes" if o.as_designed else f"no (expected {o.expected}){': ' + o.detail if o.detail else ''}",
         )  # fmt: skip
     return table

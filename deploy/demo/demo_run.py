@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from pathlib import Path
 
 from rich.console import Console
 
-from bus.events import ActionExecuted, AlertReceived, Event, IncidentOpened, VerificationPassed
+from bus.events import ActionExecuted, AlertReceived, DiagnosisCompleted, Event, IncidentOpened, VerificationPassed
 from bus.producer import EventPublisher
-from bus.topics import ACTIONS, ALERTS, ESCALATIONS, INCIDENTS
+from bus.topics import ACTIONS, ALERTS, DIAGNOSIS, ESCALATIONS, INCIDENTS
 from deploy.demo.demo_faults import DemoFault
 from deploy.demo.demo_report import FaultOutcome, outcome_of
 from deploy.scenarios.scenario_run import ScenarioRun
@@ -21,7 +22,7 @@ from deploy.settings import Settings
 from knowledge.incident_store import IncidentStore
 
 log = logging.getLogger(__name__)
-WATCHED = (ALERTS, INCIDENTS, ACTIONS, ESCALATIONS)
+WATCHED = (ALERTS, INCIDENTS, DIAGNOSIS, ACTIONS, ESCALATIONS)
 _SCRAPE_WAIT_S = 30.0
 
 
@@ -58,6 +59,7 @@ async def run_fault(
     finally:
         await target.remove()
     events = watch.about(incident_id)
+    runbook = _cited_runbook(run, events)
     executed = [e for e in events if isinstance(e, ActionExecuted)]
     verified = any(isinstance(e, VerificationPassed) for e in events)
     state = record.state.value
@@ -66,7 +68,7 @@ async def run_fault(
         fault=fault.name, service=service, incident_id=incident_id, state=state,
         outcome=outcome_of(state, verified, sum(e.step.action in forbidden for e in executed)),
         expected=fault.expected, actions=len(executed), approvals=int(record.facts.get("approvals", 0)),
-        verified=verified, mttr_s=mttr, swarm_share_s=_swarm_share(watch.events, service, executed),
+        verified=verified, mttr_s=mttr, swarm_share_s=_swarm_share(watch.events, service, executed), runbook=runbook,
     )  # fmt: skip
 
 
@@ -95,6 +97,19 @@ async def _incident_opened(run: ScenarioRun, alertnames: tuple[str, ...]) -> str
     run.incidents.append(incident_id)
     run.say(f"incident opened: [bold]{incident_id}[/bold]")
     return incident_id
+
+
+def _cited_runbook(run: ScenarioRun, events: list[Event]) -> str | None:
+    """The runbook diagnosis cited first (from the knowledge base), said on the console; its file name."""
+    diagnosis = next((e for e in events if isinstance(e, DiagnosisCompleted)), None)
+    cited = [e for e in diagnosis.evidence if e.kind == "runbook" and e.source] if diagnosis else []
+    if not cited:
+        return None
+    best = cited[0]
+    where = f"{best.data.get('title', '')} › {best.data.get('section', '')}".strip(" ›")
+    score = f", score {best.score:.3f}" if best.score is not None else ""
+    run.say(f"diagnosis cited the runbook [bold]{where}[/bold] ({Path(best.source or '').name}{score})")
+    return Path(best.source or "").name
 
 
 def _swarm_share(events: list[Event], service: str, executed: list[ActionExecuted]) -> float | None:

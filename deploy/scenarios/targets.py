@@ -19,6 +19,7 @@ from deploy.prometheus_targets import (
     register_target,
     unregister_target,
     wait_for_series,
+    wait_target_dropped,
 )
 from deploy.settings import CHECKOUT_DIR, Settings
 from execution.adapters.deployment_platform import LocalDeploymentPlatform
@@ -26,6 +27,8 @@ from execution.adapters.process_supervisor import ProcessSupervisor
 
 log = logging.getLogger(__name__)
 _HTTP_TIMEOUT_S = 5.0
+# Prometheus's file discovery notices a removed target file within about a second.
+_DROP_TIMEOUT_S = 15.0
 
 
 def free_port(host: str) -> int:
@@ -89,8 +92,10 @@ class ScenarioTarget:
             return response.json()
 
     async def remove(self) -> None:
-        """Stop every replica and forget the service (deployment record, Prometheus target)."""
-        unregister_target(self.settings.state_dir, self.service)
+        """Forget the service (Prometheus target, deployment record) and stop every replica: the target goes first,
+        so that the stop fires no ServiceDown (a new incident for a service that is gone on purpose)."""
+        if unregister_target(self.settings.state_dir, self.service):
+            await wait_target_dropped(self.settings.prometheus_url(), self.service, _DROP_TIMEOUT_S)
         platform = self._platform()
         supervisor = ProcessSupervisor(self.settings.targets_dir())
         for name in platform.replica_names(self.service):

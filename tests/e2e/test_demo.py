@@ -9,8 +9,8 @@ import re
 import pytest
 
 from bus.codec import decode_event
-from bus.events import AlertReceived, IncidentOpened
-from bus.topics import ALERTS, INCIDENTS
+from bus.events import AlertReceived, DiagnosisCompleted, IncidentOpened
+from bus.topics import ALERTS, DIAGNOSIS, INCIDENTS
 from knowledge.incident_store import IncidentStore
 from tests.e2e.conftest import Swarm, executed_actions
 from tests.integration.kafka_reading import TopicReader
@@ -30,7 +30,7 @@ async def test_demo_heals_a_crash_and_escalates_corruption_through_alertmanager(
 ) -> None:
     namespace = swarm.env["OPSWARM_KAFKA__TOPIC_NAMESPACE"]
     config = services.settings(settings).kafka.model_copy(update={"topic_namespace": namespace})
-    async with TopicReader(config, [config.topic(ALERTS), config.topic(INCIDENTS)]) as reader:
+    async with TopicReader(config, [config.topic(t) for t in (ALERTS, INCIDENTS, DIAGNOSIS)]) as reader:
         result = await run_opswarm(
             "demo", "--fault", "crash", "--fault", "db-corruption", env={**swarm.env, "COLUMNS": "200"}, timeout_s=400
         )
@@ -53,9 +53,16 @@ async def test_demo_heals_a_crash_and_escalates_corruption_through_alertmanager(
         # Nobody published these: Prometheus's rule fired and Alertmanager posted it to the bridge.
         assert alerts and {(a.source, a.produced_by) for a in alerts} == {("alertmanager", "bridge")}, alerts
         opened = [e for e in events if isinstance(e, IncidentOpened) and e.service == service]
-        assert len({e.incident_id for e in opened}) == 1, opened
+        seen = [(e.incident_id, [(a.alertname, a.status, a.starts_at) for a in e.alerts]) for e in opened]
+        assert len({e.incident_id for e in opened}) == 1, seen
         record = await swarm_store.get(opened[0].incident_id)
         assert record is not None
+        # The demo seeded its runbooks into the knowledge base; diagnosis cites the one of the alert first.
+        [diagnosis] = [e for e in events if isinstance(e, DiagnosisCompleted) and e.incident_id == record.incident_id]
+        cited = [e.source for e in diagnosis.evidence if e.kind == "runbook"]
+        runbook = "service-down.md" if service.startswith("demo-crash-") else "database-corruption.md"
+        assert cited and cited[0].endswith(f"/deploy/demo/runbooks/{runbook}"), diagnosis.evidence
+        assert runbook in result.stdout
         if service.startswith("demo-crash-"):
             assert record.state.value == "CLOSED" and executed_actions(record) == ["restart_process"], record
         else:

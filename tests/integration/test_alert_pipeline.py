@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import httpx
 import pytest
@@ -37,6 +38,7 @@ from deploy.localstack.processes import ProcessRecord, spawn, terminate
 from deploy.localstack.prometheus_server import prometheus_component
 from deploy.prometheus_targets import register_target, unregister_target
 from deploy.settings import Settings
+from knowledge.markdown_documents import SourceDocument, read_document
 from tests.integration.kafka_reading import TopicReader
 from tests.integration.target_service_process import TargetProcess, running_target_service
 from tests.services import free_tcp_port
@@ -270,7 +272,7 @@ async def test_fault_fires_reaches_the_webhook_and_resolves(pipeline: Pipeline, 
         assert delivery.body["receiver"] == "incident-webhook"
         assert delivery.body["groupLabels"] == {"alertname": case.alertname, "service": service}
         assert service in alert["annotations"]["summary"]
-        assert alert["annotations"]["runbook_url"].endswith("README.md#alert-rules")
+        assert case.alertname in _runbook_of(alert["annotations"]["runbook_url"]).alertnames
 
         if case.fault == "crash":
             # The service comes back (on a new port, as a new process): its target now answers again.
@@ -320,10 +322,17 @@ async def test_an_alert_travels_through_the_real_bridge_to_kafka(
         assert {k: fired.labels.get(k) for k in ("env", "process", "verify_window_s", "error_ratio_threshold")} == {
             "env": "staging", "process": f"{service}.0", "verify_window_s": "5", "error_ratio_threshold": "0.05"
         }
-        assert fired.annotations["runbook_url"].endswith("README.md#alert-rules")
+        assert "HighErrorRate" in _runbook_of(fired.annotations["runbook_url"]).alertnames
 
         await _post(target, "DELETE", "/faults/error_rate")
         await reader.until(lambda records: bool(alert_events(records, "resolved")), _RESOLVE_TIMEOUT_S)
         resolved = alert_events(reader.records, "resolved")[0]
         assert resolved.correlation_id == fired.correlation_id
         assert resolved.ends_at is not None
+
+
+def _runbook_of(url: str) -> SourceDocument:
+    """The runbook a `runbook_url` annotation names (a file:// URL of the checkout's demo runbooks)."""
+    parsed = urlparse(url)
+    assert parsed.scheme == "file", url
+    return read_document(Path(unquote(parsed.path)))

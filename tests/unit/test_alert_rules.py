@@ -9,6 +9,7 @@ import stat
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import pytest
 import yaml
@@ -21,6 +22,7 @@ from deploy.localstack.alertmanager_server import alertmanager_yml
 from deploy.localstack.bridge_token import ensure_token, read_token, token_file
 from deploy.localstack.prometheus_server import prometheus_yml
 from deploy.settings import Settings, StackSettings
+from knowledge.markdown_documents import read_document
 
 _SELECT = 'job="opswarm-targets", alerts!="self"'
 _LIVE = f'and on(service, version) demo_build_info{{{_SELECT}}}'
@@ -95,8 +97,10 @@ def test_each_rule_has_its_expression_duration_and_labels(
     assert {k: v for k, v in labels.items() if k in own_labels} == own_labels
     assert set(rule["annotations"]) == {"summary", "description", "runbook_url"}
     assert "{{ $labels.service }}" in rule["annotations"]["summary"]
-    assert rule["annotations"]["runbook_url"].startswith("file://")
-    assert rule["annotations"]["runbook_url"].endswith("/README.md#alert-rules")
+    runbook = rule["annotations"]["runbook_url"]
+    assert runbook.startswith("file://") and "/deploy/demo/runbooks/" in runbook
+    # The runbook exists and is about this alert (its front matter names it).
+    assert alert in read_document(Path(unquote(urlparse(runbook).path))).alertnames
 
 
 def test_disk_full_names_the_scenarios_data_dir_of_the_service(tmp_path: Path) -> None:
