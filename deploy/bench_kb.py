@@ -217,7 +217,7 @@ async def run(path: Path, embedding: EmbeddingConfig, chunks: int, queries: int,
         embedder = TimedEmbedder(await open_embedder(embedding))
         load_s = time.perf_counter() - started
         say(f"embedder: {embedder.model_id} loaded in {load_s:.1f} s")
-        store = DocumentStore(client, embedder, COLLECTION, timeout_s=120.0)
+        store = DocumentStore(client, embedder, COLLECTION, timeout_s=120.0, lexical_index=True)
         await store.open()
         kb = KnowledgeBase(store)
         embedder.total_s = 0.0

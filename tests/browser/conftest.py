@@ -94,7 +94,7 @@ async def kb_site(tmp_path_factory: pytest.TempPathFactory, incident_store: Inci
     assert outcome.status == "applied", outcome.reason
     client = AsyncQdrantClient(path=str(tmp_path_factory.mktemp("qdrant")))
     try:
-        kb = await open_knowledge_base(client, EmbeddingConfig(backend="hashing"))
+        kb = await open_knowledge_base(client, EmbeddingConfig(backend="hashing"), local=True)
         report = await kb.ingest([read_document(path) for path in sorted(RUNBOOKS.glob("*.md"))])
         assert report.count("added") >= 1 and report.count("failed") == 0, report.line()
         await kb.store_incident(closed)
@@ -111,7 +111,7 @@ async def kb_site(tmp_path_factory: pytest.TempPathFactory, incident_store: Inci
 async def broken_site(tmp_path: Path) -> AsyncIterator[str]:
     """The UI over a knowledge base whose Qdrant client is closed: every search fails."""
     client = AsyncQdrantClient(path=str(tmp_path / "qdrant"))
-    kb = await open_knowledge_base(client, EmbeddingConfig(backend="hashing"))
+    kb = await open_knowledge_base(client, EmbeddingConfig(backend="hashing"), local=True)
     await client.close()
     async with serving(kb, None, None) as base_url:
         yield base_url

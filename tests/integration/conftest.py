@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+from qdrant_client import AsyncQdrantClient
 from redis.asyncio import Redis
 
 from bus.admin import delete_namespace, ensure_topics
@@ -60,3 +62,13 @@ async def incident_store(services) -> AsyncIterator[IncidentStore]:
     """An incident store in collections of the test's own, dropped afterwards."""
     async with scratch_incident_store(services.mongo_url) as store:
         yield store
+
+
+@pytest.fixture
+async def local_qdrant(tmp_path: Path) -> AsyncIterator[AsyncQdrantClient]:
+    """Qdrant in local mode in the test's own directory."""
+    qdrant = AsyncQdrantClient(path=str(tmp_path / "qdrant"))
+    try:
+        yield qdrant
+    finally:
+        await qdrant.close()

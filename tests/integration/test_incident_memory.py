@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -42,12 +42,8 @@ DISK = _closed("inc-disk", "DiskFull", "db-1", "debug logs filled /var/log", [("
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[AsyncQdrantClient]:
-    qdrant = AsyncQdrantClient(path=str(tmp_path / "qdrant"))
-    try:
-        yield qdrant
-    finally:
-        await qdrant.close()
+def client(local_qdrant: AsyncQdrantClient) -> AsyncQdrantClient:
+    return local_qdrant
 
 
 @pytest.fixture

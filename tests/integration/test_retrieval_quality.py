@@ -50,7 +50,7 @@ async def qdrant(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Asyn
 @pytest.fixture(scope="module")
 async def eval_kb(qdrant: AsyncQdrantClient) -> KnowledgeBase:
     """The eval corpus alone, embedded with the default local model (loaded once for the module)."""
-    kb = await open_knowledge_base(qdrant, EmbeddingConfig(), collection="eval-corpus")
+    kb = await open_knowledge_base(qdrant, EmbeddingConfig(), local=True, collection="eval-corpus")
     report = await kb.ingest(corpus_documents())
     assert report.count("failed") == 0, report.line()
     return kb

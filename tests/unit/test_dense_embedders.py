@@ -10,12 +10,16 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from knowledge import dense_embedders
 from knowledge.dense_embedders import (
     UPSTREAM_SHA256,
     EmbedderUnavailable,
     EmbeddingConfig,
+    cpu_flags,
+    cpu_has_native_bf16,
     local_model_id,
     open_embedder,
+    resolve_precision,
     sha256_of,
     verify_model_files,
     weights_digest,
@@ -43,6 +47,7 @@ def model_dir(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 def test_defaults() -> None:
     config = EmbeddingConfig()
     assert (config.backend, config.model_path, config.batch_size, config.timeout_s) == ("local", None, 32, 30.0)
+    assert config.precision == "auto"
     assert config.expected_sha256 == dict(UPSTREAM_SHA256)
     assert config.expected_sha256["model.safetensors"].startswith("53aa51172d14")
     assert set(config.expected_sha256) == {"model.safetensors", "tokenizer.json", "vocab.txt", "config.json"}
@@ -90,7 +95,7 @@ def test_malformed_hash_maps_are_refused(name: str, digest: str, message: str) -
 @pytest.mark.parametrize(
     "fields",
     [{"batch_size": 0}, {"timeout_s": 0}, {"dimension": 0}, {"backend": "hashing", "dimension": 4},
-     {"backend": "onnx"}],
+     {"backend": "onnx"}, {"precision": "float16"}],
 )  # fmt: skip
 def test_invalid_values_are_refused(fields: dict) -> None:
     with pytest.raises(ValidationError):
@@ -108,12 +113,14 @@ def test_the_environment_shape_of_the_settings(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("OPSWARM_EMBEDDING__BACKEND", "openai")
     monkeypatch.setenv("OPSWARM_EMBEDDING__OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
     monkeypatch.setenv("OPSWARM_EMBEDDING__DIMENSION", "256")
+    monkeypatch.setenv("OPSWARM_EMBEDDING__PRECISION", "float32")
     monkeypatch.setenv("OPSWARM_EMBEDDING__EXPECTED_SHA256", '{"model.safetensors": "' + "c" * 64 + '"}')
     embedding = Settings().embedding
     assert (embedding.backend, embedding.openai_base_url, embedding.dimension) == (
         "openai", "http://127.0.0.1:8000/v1", 256
     )  # fmt: skip
     assert embedding.expected_sha256 == {"model.safetensors": "c" * 64}
+    assert embedding.precision == "float32"
 
 
 def test_sha256_of_a_file_larger_than_a_chunk(tmp_path: Path) -> None:
@@ -169,6 +176,67 @@ def test_model_ids() -> None:
     assert packaged == "sentence-transformers/all-MiniLM-L6-v2@53aa51172d14"
     custom = EmbeddingConfig(model_path=Path("/models/minilm-copy"), expected_sha256={"model.safetensors": "e" * 64})
     assert local_model_id(custom, Path("/models/minilm-copy")) == "local:minilm-copy@eeeeeeeeeeee"
+    # bfloat16 vectors differ slightly from float32's: another model id, so a collection is re-embedded, not mixed.
+    assert local_model_id(EmbeddingConfig(), Path("/m"), "bfloat16") == f"{packaged}+bf16"
+    assert local_model_id(custom, Path("/models/minilm-copy"), "bfloat16") == "local:minilm-copy@eeeeeeeeeeee+bf16"
+    assert local_model_id(EmbeddingConfig(), Path("/m"), "float32") == packaged
+
+
+CPUINFO_BF16 = """processor\t: 0
+vendor_id\t: GenuineIntel
+flags\t\t: fpu vme sse sse2 avx2 avx512f avx512_bf16 avx512_vnni
+bugs\t\t: spectre_v1
+
+processor\t: 1
+flags\t\t: fpu vme sse sse2 avx2 avx512f avx512_bf16 avx512_vnni
+"""
+CPUINFO_AMX = "processor\t: 0\nflags\t\t: sse2 avx2 amx_tile amx_bf16 amx_int8\n"
+CPUINFO_PLAIN = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\nmodel name\t: bf16 avx512_bf16 in a name\n"
+CPUINFO_ARM = "processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\nCPU implementer\t: 0x41\n"
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "native"), [(CPUINFO_BF16, True), (CPUINFO_AMX, True), (CPUINFO_PLAIN, False), (CPUINFO_ARM, False),
+                            ("", False)],
+)  # fmt: skip
+def test_native_bf16_from_cpu_flags(cpuinfo: str, native: bool) -> None:
+    flags = cpu_flags(cpuinfo)
+    assert bool(flags & dense_embedders.BF16_CPU_FLAGS) is native
+    assert resolve_precision("auto", native) == ("bfloat16" if native else "float32")
+
+
+def test_cpu_flags_reads_only_flags_lines() -> None:
+    assert cpu_flags(CPUINFO_PLAIN) == {"fpu", "sse", "sse2", "avx", "avx2", "fma"}
+    assert "bugs" not in cpu_flags(CPUINFO_BF16) and "spectre_v1" not in cpu_flags(CPUINFO_BF16)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_an_explicit_precision_wins_over_the_cpu(native: bool) -> None:
+    assert resolve_precision("float32", native) == "float32"
+    assert resolve_precision("bfloat16", native) == "bfloat16"
+    with pytest.raises(ValueError, match="unknown precision"):
+        resolve_precision("float16", native)
+
+
+def test_this_machines_cpuinfo_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu_has_native_bf16.cache_clear()
+    reads: list[Path] = []
+    original = Path.read_text
+
+    def counting(self: Path, *args: object, **kwargs: object) -> str:
+        reads.append(self)
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    try:
+        first = cpu_has_native_bf16()
+        assert cpu_has_native_bf16() is first
+    finally:
+        cpu_has_native_bf16.cache_clear()
+    assert reads == [Path("/proc/cpuinfo")]
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        assert first is bool(cpu_flags(original(cpuinfo)) & dense_embedders.BF16_CPU_FLAGS)
 
 
 async def test_the_hashing_backend() -> None:
@@ -187,7 +255,7 @@ async def test_a_refused_local_model_is_refused_before_loading(model_dir: tuple[
 
 def test_importing_the_module_does_not_import_torch() -> None:
     script = (
-        "import sys, knowledge.dense_embedders; "
+        "import sys, knowledge.dense_embedders, knowledge.openai_embedder; "
         "print(sorted(m for m in ('torch', 'sentence_transformers', 'transformers', 'openai') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, check=True, text=True)
