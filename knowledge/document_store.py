@@ -108,10 +108,13 @@ class DocumentStore:
             extra={"collection": self._collection, "found": str(found), "model_id": self._embedder.model_id,
                    "chunks": len(chunks)},
         )  # fmt: skip
+        # Every vector first: an embedder that fails now leaves the old collection as it was.
+        points = [point for start in range(0, len(chunks), _UPSERT_BATCH)
+                  for point in await self._points(chunks[start : start + _UPSERT_BATCH])]  # fmt: skip
         await self._call(self._client.delete_collection(self._collection))
         await self._create()
-        for start in range(0, len(chunks), _UPSERT_BATCH):
-            await self._upsert(chunks[start : start + _UPSERT_BATCH])
+        for start in range(0, len(points), _UPSERT_BATCH):
+            await self._store(points[start : start + _UPSERT_BATCH])
         return len(chunks)
 
     async def documents(self) -> dict[str, str]:
@@ -214,10 +217,13 @@ class DocumentStore:
         return [hit_of(pid, score, payloads[pid], terms) for pid, score in ranked if pid in payloads]
 
     async def _upsert(self, chunks: list[DocumentChunk]) -> None:
-        if not chunks:
-            return
-        vectors = await self._call(self._embedder.embed([c.embedding_text() for c in chunks]))
-        points = [
+        if chunks:
+            await self._store(await self._points(chunks))
+
+    async def _points(self, chunks: Sequence[DocumentChunk]) -> list[models.PointStruct]:
+        # No store timeout here: the embedder bounds each of its batches itself (a bulk load takes a while).
+        vectors = await self._embedder.embed([c.embedding_text() for c in chunks])
+        return [
             models.PointStruct(
                 id=chunk.chunk_id,
                 vector={DENSE: vector, LEXICAL: _sparse(document_terms(chunk.embedding_text()))},
@@ -225,6 +231,8 @@ class DocumentStore:
             )
             for chunk, vector in zip(chunks, vectors, strict=True)
         ]
+
+    async def _store(self, points: list[models.PointStruct]) -> None:
 
         def mirror(index: LexicalIndex) -> None:
             for point in points:

@@ -224,6 +224,35 @@ async def test_another_embedder_re_embeds_the_collection(
             assert ranking(await wider.search(query, 8, mode=mode)) == ranking(theirs)  # type: ignore[arg-type]
 
 
+class FailingEmbedder(HashingEmbedder):
+    """Another model, which breaks halfway through a re-embedding."""
+
+    def __init__(self, dimension: int, fail_after: int) -> None:
+        super().__init__(dimension)
+        object.__setattr__(self, "_left", fail_after)
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if self._left <= 0:  # type: ignore[attr-defined]
+            raise RuntimeError("the embedding server went away")
+        object.__setattr__(self, "_left", self._left - 1)  # type: ignore[attr-defined]
+        return await super().embed(texts)
+
+
+async def test_a_re_embedding_that_fails_leaves_the_collection_as_it_was(
+    store: DocumentStore, corpus: tuple[list[SourceDocument], list[str]], client: AsyncQdrantClient
+) -> None:
+    docs, vocabulary = corpus
+    before, stored = ranking(await store.search(vocabulary[0], 5, mode="sparse")), await store.count()
+    broken = DocumentStore(client, FailingEmbedder(DIMENSION * 2, fail_after=0), COLLECTION)
+    with pytest.raises(RuntimeError, match="went away"):
+        await broken.open()
+    info = await client.get_collection(COLLECTION)
+    assert info.config.metadata == {"embedder_model_id": HASHING_MODEL_ID, "embedder_dimension": DIMENSION}
+    assert stored > 0 and await store.count() == stored
+    assert await store.documents() == {d.source: d.content_hash for d in docs}
+    assert ranking(await store.search(vocabulary[0], 5, mode="sparse")) == before
+
+
 # --- the lexical index against Qdrant's own search ----------------------------------------------------------------
 
 
