@@ -129,11 +129,8 @@ def ingest(
     roots = [str(p.resolve()) for p in paths if p.is_dir()]
     report = asyncio.run(_ingest(settings, files, roots))
     failed = [r for r in report.results if r.outcome == "failed"]
-    if failed:
-        table = Table("document", "why it failed", title="not ingested")
-        for result in failed:
-            table.add_row(result.source, result.error)
-        err_console.print(table)
+    for result in failed:  # one line each, whole: a path cut to a table's width helps nobody
+        typer.echo(f"not ingested: {result.source}: {result.error}", err=True)
     typer.echo(report.line())
     if failed:
         raise typer.Exit(1)

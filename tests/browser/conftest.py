@@ -4,17 +4,13 @@ stack's MongoDB-wire store."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Generator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from playwright.async_api import Browser, Page, async_playwright
 from qdrant_client import AsyncQdrantClient
 
@@ -23,13 +19,11 @@ from bus.incident_states import IncidentState
 from knowledge.dense_embedders import EmbeddingConfig
 from knowledge.incident_memory import IncidentMemory
 from knowledge.incident_store import AuditEntry, IncidentRecord, IncidentStore, TimelineEntry
-from knowledge.kb_api import kb_router
-from knowledge.kb_ui import IncidentPages, kb_ui_router
-from knowledge.knowledge_base import KnowledgeBase, open_knowledge_base
+from knowledge.knowledge_base import open_knowledge_base
 from knowledge.markdown_documents import read_document
 from knowledge.text_vectors import HashingEmbedder
+from tests.kb_serving import serving
 from tests.scratch_incidents import scratch_incident_store
-from tests.services import free_tcp_port
 
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOKS = REPO / "deploy" / "demo" / "runbooks"
@@ -39,8 +33,6 @@ CHROMIUM_ARGS = [
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
-_START_TIMEOUT_S = 30.0
-_STOP_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -151,43 +143,3 @@ def incident_record(closed: IncidentClosed) -> IncidentRecord:
         audit=[AuditEntry(at=opened, actor="coordination", action="transition",
                           detail={"from": "NEW", "to": "DIAGNOSING"})],
     )  # fmt: skip
-
-
-def ui_app(kb: KnowledgeBase, memory: IncidentMemory | None, incidents: IncidentPages | None) -> FastAPI:
-    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    app.include_router(kb_router(kb))
-    app.include_router(kb_ui_router(kb, memory, incidents))
-    return app
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its signal handlers: the test decides when it stops."""
-
-    @contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
-@asynccontextmanager
-async def serving(
-    kb: KnowledgeBase, memory: IncidentMemory | None, incidents: IncidentPages | None
-) -> AsyncIterator[str]:
-    """The UI served by uvicorn in this process on a free loopback port; its base URL. Stopped afterwards."""
-    port = free_tcp_port()
-    config = uvicorn.Config(
-        ui_app(kb, memory, incidents), host="127.0.0.1", port=port, log_config=None, access_log=False,
-        lifespan="off", timeout_graceful_shutdown=2,
-    )  # fmt: skip
-    server = _Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(_START_TIMEOUT_S):
-            while not server.started:
-                if task.done():
-                    task.result()
-                    raise AssertionError("uvicorn stopped before it started serving")
-                await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, _STOP_TIMEOUT_S)
