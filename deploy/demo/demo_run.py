@@ -51,6 +51,7 @@ async def run_fault(
         if fault.needs_approval:
             await run.approve_when_asked(incident_id)
         record = await run.settled(incident_id)
+        runbook = _cited_runbook(run, watch.about(incident_id))
     except (TimeoutError, RuntimeError) as exc:
         run.say(f"[red]{fault.name} did not end: {exc}[/red]")
         return FaultOutcome(
@@ -59,7 +60,6 @@ async def run_fault(
     finally:
         await target.remove()
     events = watch.about(incident_id)
-    runbook = _cited_runbook(run, events)
     executed = [e for e in events if isinstance(e, ActionExecuted)]
     verified = any(isinstance(e, VerificationPassed) for e in events)
     state = record.state.value
@@ -106,7 +106,8 @@ def _cited_runbook(run: ScenarioRun, events: list[Event]) -> str | None:
     if not cited:
         return None
     best = cited[0]
-    where = f"{best.data.get('title', '')} › {best.data.get('section', '')}".strip(" ›")
+    title, section = str(best.data.get("title", "")), str(best.data.get("section", ""))
+    where = section if section.startswith(title) else f"{title} › {section}".strip(" ›")
     score = f", score {best.score:.3f}" if best.score is not None else ""
     run.say(f"diagnosis cited the runbook [bold]{where}[/bold] ({Path(best.source or '').name}{score})")
     return Path(best.source or "").name
