@@ -6,6 +6,7 @@ service's files are, in each root: files directly inside whose name is the servi
 like the service. An alert may name its log file instead (a path inside a root, absolute or relative to one).
 Every path is resolved (symlinks followed) and must stay inside its root; only regular files are read, only
 their last `tail_bytes`. Answers are structured (`ok`, `empty`, `unconfigured`, `error`), never exceptions.
+`FileLogSource.tail` gives the last lines of one such file, matching or not (for log summaries).
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, Field
 
 log = logging.getLogger(__name__)
+_Read = TypeVar("_Read")
 
 DEFAULT_ERROR_PATTERN = re.compile(
     r"\b(error|errors|exception|fatal|panic|traceback|critical|failed|failure|refused|timeout|timed out|oom)\b",
@@ -51,6 +54,17 @@ class LogExcerpts(BaseModel):
     error: str | None = None
 
 
+class LogTail(BaseModel):
+    """The last lines of one log file of a service (its newest, or the one named), oldest first."""
+
+    status: Literal["ok", "empty", "unconfigured", "error"]
+    service: str
+    path: str | None = None
+    lines: list[str] = Field(default_factory=list)
+    scanned_bytes: int = 0
+    error: str | None = None
+
+
 class LogSource(Protocol):
     async def excerpts(self, service: str, *, log_file: str | None = None, max_lines: int = 20) -> LogExcerpts: ...
 
@@ -76,30 +90,69 @@ class FileLogSource:
         self._timeout_s = timeout_s
 
     async def excerpts(self, service: str, *, log_file: str | None = None, max_lines: int = 20) -> LogExcerpts:
+        def failed(status: str, error: str) -> LogExcerpts:
+            return LogExcerpts(status=status, service=service, error=error)  # type: ignore[arg-type]
+
+        read = partial(self._read, service, log_file, max(1, max_lines))
+        return await self._bounded("excerpts", service, read, failed)
+
+    async def tail(self, service: str, *, log_file: str | None = None, max_lines: int = 2000) -> LogTail:
+        """The last `max_lines` lines (matching or not) of the named file or of the service's newest file.
+
+        Same roots, resolution and byte bound as `excerpts`; `empty` when the service has no file or it has no
+        lines, `error` when the named file is refused or reading fails.
+        """
+
+        def failed(status: str, error: str) -> LogTail:
+            return LogTail(status=status, service=service, error=error)  # type: ignore[arg-type]
+
+        read = partial(self._read_tail, service, log_file, max(1, max_lines))
+        return await self._bounded("tail", service, read, failed)
+
+    async def _bounded(
+        self, what: str, service: str, read: Callable[[], _Read], failed: Callable[[str, str], _Read]
+    ) -> _Read:
+        """`read()` in a worker thread under the timeout; no roots, a timeout or an OSError as `failed(status, why)`."""
         if not self._roots:
-            return LogExcerpts(status="unconfigured", service=service, error="no log roots configured")
+            return failed("unconfigured", "no log roots configured")
         try:
             async with asyncio.timeout(self._timeout_s):
-                return await asyncio.to_thread(self._read, service, log_file, max(1, max_lines))
+                return await asyncio.to_thread(read)
         except TimeoutError:
-            log.warning("log excerpts timed out", extra={"service": service, "timeout_s": self._timeout_s})
-            return LogExcerpts(status="error", service=service, error=f"logs not read within {self._timeout_s:g}s")
+            log.warning("log read timed out", extra={"what": what, "service": service, "timeout_s": self._timeout_s})
+            return failed("error", f"logs not read within {self._timeout_s:g}s")
         except OSError as exc:
-            log.warning("log excerpts failed", extra={"service": service, "error": repr(exc)})
-            return LogExcerpts(status="error", service=service, error=f"logs not readable: {exc}")
+            log.warning("log read failed", extra={"what": what, "service": service, "error": repr(exc)})
+            return failed("error", f"logs not readable: {exc}")
 
-    def _read(self, service: str, log_file: str | None, max_lines: int) -> LogExcerpts:
+    def _read_tail(self, service: str, log_file: str | None, max_lines: int) -> LogTail:
+        files = self._files(service, log_file)
+        if isinstance(files, str):
+            return LogTail(status="error", service=service, error=files)
+        if not files:
+            return LogTail(status="empty", service=service)
+        path = files[0]  # the named file, or the service's newest
+        lines, scanned = self._tail_lines(path)
+        lines = [line[: self._max_line_chars] for line in lines[-max_lines:]]
+        return LogTail(
+            status="ok" if lines else "empty", service=service, path=str(path), lines=lines, scanned_bytes=scanned
+        )
+
+    def _files(self, service: str, log_file: str | None) -> list[Path] | str:
+        """The named file, or the service's files newest first; a string saying why not when refused."""
         if log_file:
             path = self._named_file(log_file)
             if path is None:
-                error = f"log file {log_file!r} is not a regular file inside the allowlisted log roots"
-                return LogExcerpts(status="error", service=service, error=error)
-            files = [path]
-        elif not _USABLE_NAME.fullmatch(service) or ".." in service:
-            error = f"service {service!r} is not usable as a file name"
-            return LogExcerpts(status="error", service=service, error=error)
-        else:
-            files = self._service_files(service)
+                return f"log file {log_file!r} is not a regular file inside the allowlisted log roots"
+            return [path]
+        if not _USABLE_NAME.fullmatch(service) or ".." in service:
+            return f"service {service!r} is not usable as a file name"
+        return self._service_files(service)
+
+    def _read(self, service: str, log_file: str | None, max_lines: int) -> LogExcerpts:
+        files = self._files(service, log_file)
+        if isinstance(files, str):
+            return LogExcerpts(status="error", service=service, error=files)
         excerpts = [excerpt for excerpt in (self._tail(path, max_lines) for path in files) if excerpt.matched]
         return LogExcerpts(
             status="ok" if excerpts else "empty", service=service, excerpts=excerpts, files=[str(p) for p in files]
@@ -145,19 +198,24 @@ class FileLogSource:
 
     def _tail(self, path: Path, max_lines: int) -> LogExcerpt:
         try:
-            with path.open("rb") as handle:
-                size = handle.seek(0, os.SEEK_END)
-                start = max(0, size - self._tail_bytes)
-                handle.seek(start)
-                raw = handle.read(self._tail_bytes)
+            lines, scanned = self._tail_lines(path)
         except OSError as exc:
             log.warning("log file not readable", extra={"path": str(path), "error": repr(exc)})
             return LogExcerpt(path=str(path))
+        matching = [line[: self._max_line_chars] for line in lines if self._pattern.search(line)]
+        return LogExcerpt(path=str(path), lines=matching[-max_lines:], matched=len(matching), scanned_bytes=scanned)
+
+    def _tail_lines(self, path: Path) -> tuple[list[str], int]:
+        """The whole lines of the file's last `tail_bytes`, and how many bytes were read; raises OSError."""
+        with path.open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            start = max(0, size - self._tail_bytes)
+            handle.seek(start)
+            raw = handle.read(self._tail_bytes)
         lines = raw.decode("utf-8", errors="replace").splitlines()
         if start > 0 and lines:
             lines = lines[1:]  # the first line was cut by the seek
-        matching = [line[: self._max_line_chars] for line in lines if self._pattern.search(line)]
-        return LogExcerpt(path=str(path), lines=matching[-max_lines:], matched=len(matching), scanned_bytes=len(raw))
+        return lines, len(raw)
 
 
 def _names_service(file_name: str, service: str) -> bool:
