@@ -11,7 +11,8 @@ file stem humanised (`high-error-rate` -> "High error rate"). Type: the front ma
 when a directory of the path is named `postmortems`/`postmortem` or the stem contains "postmortem" (case
 ignored), else "runbook".
 
-Alert names found in the body (added to the front matter's): an identifier `[A-Z][A-Za-z0-9]*` with at least two
+Alert names: the front matter's `alerts`/`alertnames` when it declares any (what the document answers), else
+those found in the body: an identifier `[A-Z][A-Za-z0-9]*` with at least two
 capitalised parts and a lower-case letter (`HighErrorRate`, `KubePodCrashLooping`, `ServiceDown`, `KubeAPIDown`;
 not `Watchdog`, `HTTP`, `CPU`) counts only where the text marks it as an alert:
 
@@ -152,10 +153,12 @@ def parse_document(source: str, text: str) -> SourceDocument:
         type=_doc_type(source, metadata),
         body=body,
         content_hash=content_hash,
+        # Declared alerts are what the document answers; the body's mentions count only when none are declared
+        # (inline code also names symptoms such as `CrashLoopBackOff`, which must not become alert filters).
         alertnames=_sorted_unique(
-            [*_names_field(source, metadata, "alerts"), *_names_field(source, metadata, "alertnames")],
-            alert_names_in(prose, fenced),
-        ),
+            [*_names_field(source, metadata, "alerts"), *_names_field(source, metadata, "alertnames")]
+        )
+        or _sorted_unique(alert_names_in(prose, fenced)),
         services=_sorted_unique(
             [*_names_field(source, metadata, "services"), *_names_field(source, metadata, "service")],
             services_in(body),

@@ -200,9 +200,12 @@ def test_alert_names_in_body(body: str, expected: set[str]) -> None:
     assert set(parse_document("x.md", body).alertnames) == expected
 
 
-def test_alert_names_merge_front_matter_and_body_sorted_unique() -> None:
-    doc = parse_document("x.md", _fm("alerts: [ZetaAlertName, DiskFull]", "The `DiskFull` and `CpuHot` alerts.\n"))
-    assert doc.alertnames == ("CpuHot", "DiskFull", "ZetaAlertName")
+def test_declared_alert_names_win_over_the_bodys_mentions() -> None:
+    body = "The `DiskFull` and `CpuHot` alerts; pods in `CrashLoopBackOff`.\n"
+    declared = parse_document("x.md", _fm("alerts: [ZetaAlertName, DiskFull, DiskFull]", body))
+    assert declared.alertnames == ("DiskFull", "ZetaAlertName")
+    undeclared = parse_document("y.md", _fm("title: T", body))
+    assert undeclared.alertnames == ("CpuHot", "CrashLoopBackOff", "DiskFull")
 
 
 @pytest.mark.parametrize(
