@@ -4,7 +4,8 @@ Each chunk (knowledge/document_chunks.py) is one point with two vectors: `dense`
 (cosine), and `lexical`, a sparse vector of saturated term frequencies that Qdrant weighs with its IDF modifier
 (knowledge/sparse_vectors.py). A query runs in one of three modes: `dense`, `sparse`, or `hybrid`, which
 prefetches both rankings and fuses them with reciprocal rank fusion (RRF). Payload filters narrow every mode:
-`type`, `service` (any of the chunk's services), `alertname`, `severity`, `source`.
+`type`, `service` (any of the chunk's services), `alertname`, `severity`, `source`; a filter's value is one
+string, or several (any of them matches: `{"type": ("runbook", "postmortem")}`).
 
 The point id derives from (source, chunk index), every chunk carries its document's `content_hash`, and a document
 is replaced as a whole (its old chunks deleted by `source`, then the new ones upserted), so ingesting again is
@@ -45,6 +46,8 @@ DEFAULT_COLLECTION = "documents"
 DENSE = "dense"
 LEXICAL = "lexical"
 SearchMode = Literal["hybrid", "dense", "sparse"]
+# One value, or several of which any matches.
+FilterValue = str | Sequence[str]
 SEARCH_MODES: tuple[SearchMode, ...] = ("hybrid", "dense", "sparse")
 # Filter name -> payload field (exact match; on a list field, any element).
 FILTERS = {"type": "type", "service": "services", "alertname": "alertnames", "severity": "severity", "source": "source"}
@@ -152,12 +155,12 @@ class DocumentStore:
         )
         await self._call(self._client.delete(self._collection, points_selector=selector, wait=True))
 
-    async def count(self, filters: Mapping[str, str] | None = None) -> int:
+    async def count(self, filters: Mapping[str, FilterValue] | None = None) -> int:
         result = await self._call(self._client.count(self._collection, count_filter=_filter(filters), exact=True))
         return int(result.count)
 
     async def search(
-        self, query: str, k: int = 5, *, mode: SearchMode = "hybrid", filters: Mapping[str, str] | None = None
+        self, query: str, k: int = 5, *, mode: SearchMode = "hybrid", filters: Mapping[str, FilterValue] | None = None
     ) -> list[DocumentHit]:
         """The `k` best chunks for `query`, best first. An unknown filter or mode raises ValueError."""
         if mode not in SEARCH_MODES:
@@ -188,7 +191,7 @@ class DocumentStore:
         return [hit_of(str(p.id), float(p.score), dict(p.payload or {}), terms) for p in response.points]
 
     async def _search_indexed(
-        self, query: str, k: int, mode: SearchMode, filters: Mapping[str, str], where: models.Filter | None,
+        self, query: str, k: int, mode: SearchMode, filters: Mapping[str, FilterValue], where: models.Filter | None,
         sparse: models.SparseVector,
     ) -> list[DocumentHit]:
         """`search` with the lexical index: what Qdrant answers to the same request, its sparse side done here."""
@@ -349,12 +352,13 @@ class DocumentStore:
             return await awaitable
 
 
-def _filter(filters: Mapping[str, str] | None) -> models.Filter | None:
+def _filter(filters: Mapping[str, FilterValue] | None) -> models.Filter | None:
     conditions: list[models.Condition] = []
     for name, value in (filters or {}).items():
         if name not in FILTERS:
             raise ValueError(f"cannot filter the knowledge base on {name!r}; filterable: {', '.join(FILTERS)}")
-        conditions.append(models.FieldCondition(key=FILTERS[name], match=models.MatchValue(value=value)))
+        match = models.MatchValue(value=value) if isinstance(value, str) else models.MatchAny(any=list(value))
+        conditions.append(models.FieldCondition(key=FILTERS[name], match=match))
     return models.Filter(must=conditions) if conditions else None
 
 

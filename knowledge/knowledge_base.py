@@ -20,7 +20,7 @@ from qdrant_client import AsyncQdrantClient
 from bus.events import IncidentClosed
 from knowledge.dense_embedders import EmbeddingConfig, open_embedder
 from knowledge.document_chunks import chunk_document
-from knowledge.document_store import DEFAULT_COLLECTION, DocumentHit, DocumentStore, SearchMode
+from knowledge.document_store import DEFAULT_COLLECTION, DocumentHit, DocumentStore, FilterValue, SearchMode
 from knowledge.markdown_documents import SourceDocument, parse_document
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class KnowledgeBase:
         return gone
 
     async def search(
-        self, query: str, k: int = 5, *, mode: SearchMode = "hybrid", filters: Mapping[str, str] | None = None
+        self, query: str, k: int = 5, *, mode: SearchMode = "hybrid", filters: Mapping[str, FilterValue] | None = None
     ) -> list[DocumentHit]:
         return await self.store.search(query, k, mode=mode, filters=filters)
 

@@ -143,14 +143,19 @@ class LexicalIndex:
 
     def ids_where(self, field: str, values: Collection[str]) -> list[str]:
         """The ids of the points whose `field` is (or, for a list, holds) any of `values`."""
-        slots = set().union(*(self._by_value[field].get(value, ()) for value in values)) if values else set()
-        return [self._ids[slot] for slot in sorted(slots)]  # type: ignore[misc]
+        return [self._ids[slot] for slot in sorted(self._slots_where(field, values))]  # type: ignore[misc]
+
+    def _slots_where(self, field: str, values: Collection[str]) -> set[int]:
+        by_value = self._by_value[field]
+        return set().union(*(by_value.get(value, ()) for value in values if isinstance(value, str)))
 
     def search(
-        self, indices: Sequence[int], values: Sequence[float], limit: int, where: Mapping[str, str] | None = None
+        self, indices: Sequence[int], values: Sequence[float], limit: int,
+        where: Mapping[str, str | Collection[str]] | None = None,
     ) -> list[tuple[str, float]]:
         """The `limit` best (id, score) for a sparse query among the points matching `where` (payload field ->
-        value, all must match), best first; only points sharing a term with the query."""
+        value, or values of which any matches; every field must match), best first; only points sharing a term
+        with the query."""
         if limit <= 0 or not indices:
             return []
         self._compact_if_due()
@@ -212,9 +217,10 @@ class LexicalIndex:
         if pending > max(COMPACT_MIN, len(self._slot_of) // 8):
             self.compact()
 
-    def _holding(self, name: str, value: str, size: int) -> np.ndarray:
+    def _holding(self, name: str, value: str | Collection[str], size: int) -> np.ndarray:
         mask = np.zeros(size, dtype=bool)
-        holders = self._by_value[name].get(value) if isinstance(value, str) else None
+        # Several values (any matches), or one; only strings ever match, as in Qdrant's keyword match.
+        holders = self._slots_where(name, value if isinstance(value, list | tuple | set | frozenset) else [value])
         if holders:
             mask[np.fromiter(holders, dtype=np.int64, count=len(holders))] = True
         return mask

@@ -121,16 +121,13 @@ async def answer(stores: KnowledgeStores, query: KnowledgeQueried) -> KnowledgeA
 async def _sections(kb: KnowledgeBase, query: KnowledgeQueried) -> list[KnowledgeHit]:
     """Runbook and postmortem sections (incidents come from the memory, with their outcome and actions)."""
     try:
-        # One search per type: the many closed incidents' chunks must not crowd the runbooks out of the top k.
-        async with asyncio.TaskGroup() as group:
-            searches = [group.create_task(kb.search(query.query, query.k, filters={"type": kind}))
-                        for kind in ("runbook", "postmortem")]  # fmt: skip
+        # Of these types only: the many closed incidents' chunks must not crowd the runbooks out of the top k.
+        found = await kb.search(query.query, query.k, filters={"type": ("runbook", "postmortem")})
     except Exception:
         log.warning("knowledge base search failed; answering without sections",
                     extra={"query_event_id": query.event_id}, exc_info=True)  # fmt: skip
         return []
-    found = sorted((hit for search in searches for hit in search.result()), key=lambda h: h.score, reverse=True)
-    return [hit.as_knowledge_hit() for hit in found[: query.k]]
+    return [hit.as_knowledge_hit() for hit in found]
 
 
 async def _hits(memory: IncidentMemory, query: KnowledgeQueried) -> list[KnowledgeHit]:

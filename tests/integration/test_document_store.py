@@ -144,9 +144,10 @@ async def test_removing_documents(store: DocumentStore, corpus: tuple[list[Sourc
 
 
 @pytest.mark.parametrize(("name", "value"), [("type", "postmortem"), ("service", "svc-2"), ("alertname", "DiskFull"),
-                                             ("severity", "critical"), ("source", "kb/doc-07.md")])  # fmt: skip
+                                             ("severity", "critical"), ("source", "kb/doc-07.md"),
+                                             ("service", ("svc-1", "svc-2")), ("source", ["kb/doc-03.md"])])  # fmt: skip
 async def test_filters_narrow_every_mode(
-    store: DocumentStore, corpus: tuple[list[SourceDocument], list[str]], name: str, value: str
+    store: DocumentStore, corpus: tuple[list[SourceDocument], list[str]], name: str, value: str | Sequence[str]
 ) -> None:
     docs, vocabulary = corpus
     field = FILTERS[name]
@@ -159,7 +160,10 @@ async def test_filters_narrow_every_mode(
         assert all(_holds(hit.payload[field], value) for hit in hits)
 
 
-def _holds(held: object, value: str) -> bool:
+def _holds(held: object, value: str | Sequence[str]) -> bool:
+    """Whether a payload value matches a filter value (several values: any of them)."""
+    if not isinstance(value, str):
+        return any(_holds(held, one) for one in value)
     return value in held if isinstance(held, list | tuple) else held == value
 
 
