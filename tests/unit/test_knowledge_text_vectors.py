@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from knowledge.text_vectors import HASHING_MODEL_ID, HashingEmbedder, tokens
+from tests.other_interpreters import outputs_with_hash_seeds
 
-REPO = Path(__file__).resolve().parents[2]
 TEXTS = [
     "ServiceDown on checkout-api (prod): process exited, restart_service checkout-api",
     "DiskFull on db-1: /var/log filled by debug logging",
@@ -50,13 +46,7 @@ def test_stable_across_processes_with_other_hash_seeds() -> None:
     """blake2b, not Python's salted hash(): another interpreter computes the very same vectors."""
     script = "import json, sys; from knowledge.text_vectors import HashingEmbedder; " \
         "print(json.dumps([HashingEmbedder().vector(t) for t in json.loads(sys.argv[1])]))"  # fmt: skip
-    elsewhere = []
-    for seed in ("1", "2"):
-        out = subprocess.run(
-            [sys.executable, "-c", script, json.dumps(TEXTS)],
-            cwd=REPO, env={"PYTHONHASHSEED": seed}, capture_output=True, check=True, text=True,
-        )  # fmt: skip
-        elsewhere.append(json.loads(out.stdout))
+    elsewhere = outputs_with_hash_seeds(script, TEXTS)
     here = [HashingEmbedder().vector(t) for t in TEXTS]
     assert elsewhere[0] == elsewhere[1] == here
 

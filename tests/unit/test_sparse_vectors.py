@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 from dataclasses import asdict
 from hashlib import blake2b
-from pathlib import Path
 
 import pytest
 
@@ -22,8 +18,8 @@ from knowledge.sparse_vectors import (
     tf_weight,
 )
 from knowledge.text_vectors import tokens
+from tests.other_interpreters import outputs_with_hash_seeds
 
-REPO = Path(__file__).resolve().parents[2]
 TEXTS = [
     "HighErrorRate on checkout-api after deploy v2.3: rollback_deployment checkout-api",
     "DiskFull on db-1: /var/log filled by debug logging; disk disk disk",
@@ -51,13 +47,7 @@ def test_stable_across_processes_with_other_hash_seeds() -> None:
         "texts = json.loads(sys.argv[1]); "
         "print(json.dumps([[asdict(document_terms(t)), asdict(query_terms(t))] for t in texts]))"
     )
-    elsewhere = []
-    for seed in ("1", "2"):
-        out = subprocess.run(
-            [sys.executable, "-c", script, json.dumps(TEXTS)],
-            cwd=REPO, env={"PYTHONHASHSEED": seed}, capture_output=True, check=True, text=True,
-        )  # fmt: skip
-        elsewhere.append(json.loads(out.stdout))
+    elsewhere = outputs_with_hash_seeds(script, TEXTS)
     here = [[asdict(document_terms(t)), asdict(query_terms(t))] for t in TEXTS]
     assert elsewhere[0] == elsewhere[1] == here
 
