@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from qdrant_client import AsyncQdrantClient, models
 
-from knowledge.document_chunks import DocumentChunk
+from knowledge.document_chunks import DocumentChunk, chunk_id
 from knowledge.document_hits import DocumentHit, hit_of
 from knowledge.lexical_index import LexicalIndex, reciprocal_rank_fusion
 from knowledge.sparse_vectors import SparseTerms, document_terms, query_terms
@@ -127,6 +127,17 @@ class DocumentStore:
         async for _, payload in self._payloads(first, fields=["source", "content_hash"]):
             known[str(payload["source"])] = str(payload["content_hash"])
         return known
+
+    async def content_hashes(self, sources: Sequence[str]) -> dict[str, str]:
+        """The stored content hash of each of `sources` that is stored: a lookup of their first chunks by id, not a
+        scan of the collection."""
+        if not sources:
+            return {}
+        ids = [chunk_id(source, 0) for source in sources]
+        records = await self._call(
+            self._client.retrieve(self._collection, ids, with_payload=["source", "content_hash"])
+        )
+        return {str(r.payload["source"]): str(r.payload["content_hash"]) for r in records if r.payload}
 
     async def replace_document(self, source: str, chunks: Sequence[DocumentChunk], *, existing: bool = True) -> int:
         """Store `source`'s chunks in place of whatever it had (`existing=False`: the caller knows it had nothing,

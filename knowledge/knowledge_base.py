@@ -73,7 +73,7 @@ class KnowledgeBase:
 
     async def ingest(self, documents: Sequence[SourceDocument]) -> IngestReport:
         """Store each document unless stored unchanged; one that fails is reported, the others go on."""
-        known = await self.store.documents()
+        known = await self.store.content_hashes([doc.source for doc in documents])
         report = IngestReport()
         for doc in documents:
             previous = known.get(doc.source)
