@@ -27,20 +27,17 @@ log = logging.getLogger(__name__)
 AREA = "leases"
 
 # ARGV: holder, ttl ms. Reply: {acquired 0|1, holder or false, expires at (server ms) or -1}.
+# PEXPIRETIME (Redis >= 7.0) is the key's own absolute expiry, so every caller is told the same instant.
 _ACQUIRE = """
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, ARGV[1], now_ms + tonumber(ARGV[2])}
+  return {1, ARGV[1], redis.call('PEXPIRETIME', KEYS[1])}
 end
 local current = redis.call('GET', KEYS[1])
 if current == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {1, current, now_ms + tonumber(ARGV[2])}
+  return {1, current, redis.call('PEXPIRETIME', KEYS[1])}
 end
-local left = redis.call('PTTL', KEYS[1])
-if left < 0 then return {0, current, -1} end
-return {0, current, now_ms + left}
+return {0, current, redis.call('PEXPIRETIME', KEYS[1])}
 """
 
 _RELEASE = """
