@@ -102,6 +102,8 @@ class AlertRef(Contract):
     alertname: str
     status: AlertStatus
     labels: dict[str, str] = Field(default_factory=dict)
+    # Alertmanager's annotations (summary, description, runbook_url...): text written by people, untrusted.
+    annotations: dict[str, str] = Field(default_factory=dict)
     starts_at: datetime | None = None
 
 
@@ -170,6 +172,36 @@ class KnowledgeHit(Contract):
     snippet: str = ""
     source: str | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class LlmEntry(Contract):
+    """One step of a model conversation, as it happened: a message sent or received, a tool call and its result,
+    or a guardrail's verdict (`refused`, `fallback`, `cache_hit`)."""
+
+    kind: Literal["system", "user", "assistant", "tool_call", "tool_result", "refused", "fallback", "cache_hit"]
+    content: str = ""
+    # The tool's name and arguments (tool_call, tool_result), the call's usage (assistant), what was refused...
+    data: dict[str, Any] = Field(default_factory=dict)
+    at: datetime = Field(default_factory=_now)
+
+
+class LlmTranscript(Contract):
+    """The audit of one use of the model for an incident: every prompt, reply, tool call and token count."""
+
+    purpose: str = "diagnosis"
+    model: str
+    # accepted: the model's answer was used; repaired: used after one repair; fallback: the deterministic path was
+    # used instead (`reason` says why); cached: an earlier answer to the same question was used.
+    status: Literal["accepted", "repaired", "fallback", "cached"]
+    reason: str = ""
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    model_calls: int = Field(default=0, ge=0)
+    tool_calls: int = Field(default=0, ge=0)
+    duration_s: float = Field(default=0.0, ge=0)
+    # What the guardrails refused (an unlisted or forbidden action, a target outside the incident...).
+    refusals: list[str] = Field(default_factory=list)
+    entries: list[LlmEntry] = Field(default_factory=list)
 
 
 # ---------------------------------------------------------------- alerts and incidents
@@ -254,6 +286,10 @@ class DiagnosisCompleted(Event):
     kind: str | None = None
     # Success statistics of the plan's actions for this kind of incident, as knowledge reported them.
     history: list[ActionStat] = Field(default_factory=list)
+    # Why this plan, in a few sentences for the human who may have to approve it (the model's, or the playbook's).
+    rationale: str = ""
+    # The audit of the model's part, when a model was asked (also when its answer was refused or it failed).
+    llm: LlmTranscript | None = None
 
 
 # ---------------------------------------------------------------- actions and decisions
@@ -299,6 +335,9 @@ class EscalationRaised(Event):
     risk: RiskAssessment | None = None
     step: PlanStep | None = None
     needs_decision: bool = False
+    # For a decision: a short explanation for the approver (why this action, its risk, what similar incidents did).
+    # It informs the human; it never decides anything.
+    brief: str = ""
 
 
 class DecisionRecorded(Event):

@@ -24,6 +24,7 @@ def incident_events(alert: AlertReceived, outcome: CorrelationOutcome) -> list[E
         alertname=alert.alertname,
         status=alert.status,
         labels=alert.labels,
+        annotations=alert.annotations,
         starts_at=alert.starts_at,
     )
     if outcome.effect == "opened":

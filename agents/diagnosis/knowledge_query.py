@@ -26,9 +26,11 @@ def knowledge_query(request: DiagnosisRequested, situation: Situation, hypothesi
     """One text: alert names, annotations, telling label values, recent changes, the hypothesis."""
     alertnames = list(dict.fromkeys([situation.kind, *(a.alertname for a in request.alerts)]))
     parts: list[str] = [" ".join(n for n in alertnames if n and n != "unknown"), f"service {situation.service}"]
-    annotations = request.context.get("annotations")
-    if isinstance(annotations, dict):
-        parts += [str(annotations[k]) for k in _TEXT_ANNOTATIONS if isinstance(annotations.get(k), str)]
+    given = request.context.get("annotations")
+    for said in [given if isinstance(given, dict) else {}, *(alert.annotations for alert in request.alerts)]:
+        for text in (said.get(k) for k in _TEXT_ANNOTATIONS):
+            if isinstance(text, str) and text not in parts:
+                parts.append(text)
     values = _label_values(alert.labels for alert in request.alerts)
     if values:
         parts.append(" ".join(values))
