@@ -26,9 +26,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from autogen_core.models import ChatCompletionClient
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from knowledge.llm_client import LlmConfig, build_model_client
 from tests.app_serving import serve_app
 from tests.services import free_tcp_port
 
@@ -222,3 +224,24 @@ async def llm_stub() -> AsyncIterator[LlmStub]:
             yield stub
         finally:
             stub._closing.set()
+
+
+def stub_config(stub: LlmStub, **overrides: Any) -> LlmConfig:
+    """The LLM settings that point at `stub`: a model name autogen does not know, with tools and structured output."""
+    fields: dict[str, Any] = {
+        "model": "stub-llm", "function_calling": True, "structured_output": True, "timeout_s": 5, **overrides
+    }  # fmt: skip
+    return LlmConfig(base_url=stub.base_url, **fields)
+
+
+@asynccontextmanager
+async def stub_with_client(**overrides: Any) -> AsyncIterator[tuple[LlmStub, ChatCompletionClient, LlmConfig]]:
+    """A stub, autogen's real client for it (as the agents build it) and its settings; the client closed after."""
+    async with llm_stub() as stub:
+        config = stub_config(stub, **overrides)
+        client = build_model_client(config)
+        assert client is not None
+        try:
+            yield stub, client, config
+        finally:
+            await client.close()

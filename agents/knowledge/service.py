@@ -6,6 +6,12 @@ incident memory and as a document into the knowledge base (a redelivery replaces
 `knowledge.queried` gets a `knowledge.answered` (a repeated answer is harmless: the asker takes the first one for
 its query). A store that fails is retried by the consumer loop; a query that fails is answered with what did not
 fail, so the asker is never left waiting for its timeout. The HTTP side adds /kb (knowledge/kb_api.py).
+
+A second at-least-once consumer, of a group of its own, drafts the postmortem of each closed incident
+(knowledge/postmortem_drafts.py: the model's when `OPSWARM_LLM__BASE_URL` names one, the template's otherwise)
+and stores it in the knowledge base: apart, so a slow model never holds up the answers to knowledge queries. A
+draft already stored is not drafted again (a redelivery pays the model nothing), and a draft that fails is
+logged and skipped: it never holds up or fails anything else.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from autogen_core.models import ChatCompletionClient
 from qdrant_client import AsyncQdrantClient
 from redis.asyncio import Redis
 
@@ -36,7 +43,9 @@ from bus.topics import INCIDENTS, KNOWLEDGE
 from knowledge.incident_memory import IncidentMemory
 from knowledge.kb_api import kb_router
 from knowledge.kb_ui import IncidentPages, kb_ui_router
-from knowledge.knowledge_base import KnowledgeBase, open_knowledge_base
+from knowledge.knowledge_base import DocumentResult, KnowledgeBase, open_knowledge_base
+from knowledge.llm_client import LlmConfig, build_model_client
+from knowledge.postmortem_drafts import draft_postmortem, draft_source, draft_stored, is_draft
 from knowledge.text_vectors import HashingEmbedder
 from scheduler.agent_http import ReadinessCheck, agent_http
 from scheduler.agent_process import AgentIdentity, run_agent
@@ -119,15 +128,23 @@ async def answer(stores: KnowledgeStores, query: KnowledgeQueried) -> KnowledgeA
 
 
 async def _sections(kb: KnowledgeBase, query: KnowledgeQueried) -> list[KnowledgeHit]:
-    """Runbook and postmortem sections (incidents come from the memory, with their outcome and actions)."""
+    """Runbook and postmortem sections, drafts left out (incidents come from the memory, with their outcome and
+    actions; a draft only retells one of them)."""
     try:
-        # Of these types only: the many closed incidents' chunks must not crowd the runbooks out of the top k.
-        found = await kb.search(query.query, query.k, filters={"type": ("runbook", "postmortem")})
+        # Of these types only: the many closed incidents' chunks must not crowd the runbooks out of the top k, nor
+        # may their drafts (type postmortem, one per closed incident, which no filter can exclude): the runbooks get
+        # a search of their own, the postmortems one deep enough to have some left once the drafts are dropped.
+        async with asyncio.TaskGroup() as group:
+            runbooks = group.create_task(kb.search(query.query, query.k, filters={"type": "runbook"}))
+            depth = max(query.k * 4, 20)
+            postmortems = group.create_task(kb.search(query.query, depth, filters={"type": "postmortem"}))
     except Exception:
         log.warning("knowledge base search failed; answering without sections",
                     extra={"query_event_id": query.event_id}, exc_info=True)  # fmt: skip
         return []
-    return [hit.as_knowledge_hit() for hit in found]
+    reviewed = [hit for hit in postmortems.result() if not is_draft(hit.source)]
+    found = sorted([*runbooks.result(), *reviewed], key=lambda hit: hit.score, reverse=True)
+    return [hit.as_knowledge_hit() for hit in found[: query.k]]
 
 
 async def _hits(memory: IncidentMemory, query: KnowledgeQueried) -> list[KnowledgeHit]:
@@ -172,6 +189,85 @@ def build_consumer(settings: KnowledgeSettings, stores: KnowledgeStores) -> Even
     )
 
 
+@dataclass(frozen=True)
+class PostmortemDrafter:
+    """What drafts closed incidents' postmortems: the knowledge base they go into, the model (None: the template)
+    and its settings, and coordination's records for the timeline (None: the draft goes without it)."""
+
+    kb: KnowledgeBase
+    model: ChatCompletionClient | None
+    llm: LlmConfig
+    incidents: IncidentPages | None = None
+
+
+@asynccontextmanager
+async def postmortem_drafter(
+    settings: KnowledgeSettings, kb: KnowledgeBase, incidents: IncidentPages | None = None
+) -> AsyncIterator[PostmortemDrafter]:
+    """The drafter with the process's one model client (None without `OPSWARM_LLM__BASE_URL`), closed on the way
+    out (none either with `postmortem_drafts` off). Raises LlmConfigError when the LLM settings cannot make one."""
+    model = build_model_client(settings.llm) if settings.postmortem_drafts else None
+    try:
+        yield PostmortemDrafter(kb, model, settings.llm, incidents)
+    finally:
+        if model is not None:
+            await model.close()
+
+
+async def draft_closed(drafter: PostmortemDrafter, event: IncidentClosed) -> DocumentResult | None:
+    """Draft and store the postmortem of a closed incident unless one is stored already; None when nothing was
+    stored. Never raises: a failure is logged and the incident goes without a draft."""
+    incident_id = event.incident_id
+    if incident_id is None:
+        return None
+    context = {"incident_id": incident_id, "source": draft_source(incident_id)}
+    try:
+        if await draft_stored(drafter.kb, incident_id):
+            log.info("postmortem draft stored already; not drafted again", extra=context)
+            return None
+        record = None
+        if drafter.incidents is not None:
+            try:
+                record = await drafter.incidents.get(incident_id)
+            except Exception:
+                log.warning("incident record not read; drafting without its timeline", extra=context, exc_info=True)
+        draft = await draft_postmortem(event, record, drafter.model, drafter.llm)
+        [result] = (await drafter.kb.ingest([draft.document()])).results
+    except Exception:
+        log.warning("postmortem draft failed; the incident goes without one", extra=context, exc_info=True)
+        return None
+    if result.outcome == "failed":
+        log.warning("postmortem draft not stored", extra={**context, "error": result.error})
+        return None
+    transcript = draft.transcript
+    log.info("postmortem draft stored", extra={
+        **context, "method": draft.method, "chunks": result.chunks, "llm_status": transcript and transcript.status,
+        "prompt_tokens": transcript and transcript.prompt_tokens,
+        "completion_tokens": transcript and transcript.completion_tokens,
+    })  # fmt: skip
+    return result
+
+
+def build_postmortem_consumer(settings: KnowledgeSettings, drafter: PostmortemDrafter) -> EventConsumer:
+    """The consumer that drafts postmortems: closed incidents only, in a consumer group of its own."""
+
+    async def handle(event: AnyEvent, ctx: RecordContext) -> list[Event] | None:
+        assert isinstance(event, IncidentClosed)
+        await draft_closed(drafter, event)
+        return None
+
+    return EventConsumer(
+        settings.kafka,
+        name=f"knowledge-postmortems-{settings.instance_id}",
+        group_id=f"{settings.consumer_group}-postmortems",
+        topics=[settings.kafka.topic(INCIDENTS)],
+        handler=handle,
+        delivery=Delivery.AT_LEAST_ONCE,
+        event_types=frozenset({event_type_name(IncidentClosed)}),
+        start_at=settings.postmortem_consumer_start,
+    )
+
+
 def qdrant_readiness(memory: IncidentMemory) -> ReadinessCheck:
     """Ready when the incident collection answers a count."""
 
@@ -191,9 +287,14 @@ async def run_knowledge(
     incidents: IncidentPages | None = None,
 ) -> None:
     """Run the agent (`consumer` from `build_consumer` over `stores`) until `stop` is set; the UI's incident pages
-    read `incidents` (coordination's records)."""
+    and the postmortem drafts read `incidents` (coordination's records). With `postmortem_drafts` on, the drafts'
+    consumer runs beside `consumer` (and readiness waits for both)."""
     heartbeats = HeartbeatRegistry(redis, settings.redis_prefix, settings.heartbeat_ttl_s)
     identity = AgentIdentity(AGENT, settings.instance_id)
     routers = [kb_router(stores.kb), kb_ui_router(stores.kb, stores.memory, incidents)]
     http = agent_http(settings, routers=routers, readiness=[qdrant_readiness(stores.memory)])
-    await run_agent(identity, [consumer], heartbeats, stop, beat_every_s=settings.heartbeat_every_s, http=http)
+    async with postmortem_drafter(settings, stores.kb, incidents) as drafter:
+        consumers = [consumer]
+        if settings.postmortem_drafts:
+            consumers.append(build_postmortem_consumer(settings, drafter))
+        await run_agent(identity, consumers, heartbeats, stop, beat_every_s=settings.heartbeat_every_s, http=http)

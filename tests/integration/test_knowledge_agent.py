@@ -1,4 +1,5 @@
-"""The knowledge agent on the real stack: closed incidents stored, queries answered with hits and statistics."""
+"""The knowledge agent on the real stack: closed incidents stored (and their postmortems drafted), queries answered
+with hits and statistics."""
 
 from __future__ import annotations
 
@@ -81,16 +82,18 @@ async def test_the_agent_stores_closed_incidents_and_answers_queries(
             await asyncio.wait_for(consumer.wait_started(), 60)
             beat = await _beat_of(heartbeats, settings.instance_id)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{beat.details['http_port']}") as http:
-                ready = await http.get("/readyz", timeout=5)
+                # Ready once both consumers run (the postmortem drafts' too): only then is the close below seen.
+                await eventually(lambda: _ready(http), 30)
                 found = await http.get("/kb/search", params={"q": "ServiceDown", "type": "runbook"}, timeout=5)
                 page = await http.get("/ui", params={"q": "ServiceDown"}, timeout=5)
-            assert ready.status_code == 200, ready.text
             assert found.status_code == 200 and found.json()["results"][0]["source"].endswith("service-down.md")
             assert page.status_code == 200 and "service-down.md" in page.text
             async with EventPublisher(kafka_config, client_id="tests") as publisher:
                 await publisher.publish(closed)
                 await eventually(lambda: _stored(memory, closed.incident_id), 30)
                 await eventually(lambda: _documented(stores, closed.incident_id), 30)
+                # No model configured: the template's draft, stored by the drafts' consumer.
+                await eventually(lambda: _drafted(stores, closed.incident_id), 30)
                 async with TopicReader(kafka_config, [kafka_config.topic(KNOWLEDGE)]) as reader:
                     await publisher.publish(query)
                     await reader.until(lambda rs: _answers(rs, query.event_id), 30)
@@ -105,6 +108,8 @@ async def test_the_agent_stores_closed_incidents_and_answers_queries(
     # The runbook's sections first (the only document here), then the similar incident with its facts.
     sections = [h for h in answered.hits if h.type == "runbook"]
     assert sections and all(h.source and h.source.endswith("service-down.md") for h in sections)
+    # The incident's postmortem draft is stored, but only retells it: it takes no runbook's place in the answer.
+    assert not [h for h in answered.hits if h.type == "postmortem"]
     assert [h.doc_id for h in answered.hits if h.type == "incident"] == [closed.incident_id]
     incident = answered.hits[-1]
     assert incident.score > 0.5 and incident.payload["durations_s"] == {"remediate": 12.5}
@@ -199,6 +204,14 @@ async def _beat_of(heartbeats: HeartbeatRegistry, instance_id: str) -> Heartbeat
 
 async def _documented(stores: KnowledgeStores, incident_id: str | None) -> bool:
     return f"incident:{incident_id}" in await stores.kb.store.documents()
+
+
+async def _drafted(stores: KnowledgeStores, incident_id: str | None) -> bool:
+    return f"postmortem-drafts/{incident_id}.md" in await stores.kb.store.documents()
+
+
+async def _ready(http: httpx.AsyncClient) -> bool:
+    return (await http.get("/readyz", timeout=5)).status_code == 200
 
 
 async def _stored(memory: IncidentMemory, incident_id: str | None) -> bool:

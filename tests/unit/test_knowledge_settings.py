@@ -39,6 +39,20 @@ def test_environment(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], field
     assert getattr(KnowledgeSettings(), field) == value
 
 
+def test_the_postmortem_drafts_model_comes_from_opswarm_llm(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPSWARM_LLM__BASE_URL", "OPSWARM_LLM__MODEL", "OPSWARM_LLM__MAX_WALL_S", "OPSWARM_POSTMORTEM_DRAFTS"):
+        monkeypatch.delenv(name, raising=False)
+    assert (KnowledgeSettings().llm.enabled, KnowledgeSettings().postmortem_drafts) == (False, True)
+    monkeypatch.setenv("OPSWARM_LLM__BASE_URL", "http://127.0.0.1:8000/v1")
+    monkeypatch.setenv("OPSWARM_LLM__MODEL", "local-model")
+    monkeypatch.setenv("OPSWARM_LLM__MAX_WALL_S", "20")
+    llm = KnowledgeSettings().llm
+    assert (llm.base_url, llm.model, llm.max_wall_s) == ("http://127.0.0.1:8000/v1", "local-model", 20.0)
+    monkeypatch.setenv("OPSWARM_LLM__BASE_URL", "ftp://nowhere")
+    with pytest.raises(ValidationError, match="OPSWARM_LLM__BASE_URL must be an http"):
+        KnowledgeSettings()
+
+
 @pytest.mark.parametrize("path", [None, ""])
 def test_a_qdrant_is_required(path: str | None) -> None:
     with pytest.raises(ValidationError, match="OPSWARM_QDRANT_URL"):
