@@ -101,6 +101,10 @@ def agent_env(settings: Settings) -> dict[str, str]:
     if settings.embedding.openai_api_key is not None:
         embedding["openai_api_key"] = settings.embedding.openai_api_key.get_secret_value()
     env["OPSWARM_EMBEDDING"] = json.dumps(embedding)
+    llm = settings.llm.model_dump(mode="json", exclude={"api_key"})
+    if settings.llm.api_key is not None:
+        llm["api_key"] = settings.llm.api_key.get_secret_value()
+    env["OPSWARM_LLM"] = json.dumps(llm)
     if settings.qdrant_url:
         env["OPSWARM_QDRANT_URL"] = settings.qdrant_url
     if settings.qdrant_api_key is not None:

@@ -19,7 +19,8 @@ from rich.console import Console
 from agents.coordination.decisions import request_decision
 from bus.incident_states import IncidentState
 from bus.producer import EventPublisher
-from deploy.incident_reports import actions_table, incidents_table, timeline_table
+from deploy.incident_reports import actions_table, approval_panel, incidents_table, timeline_table
+from deploy.llm_reports import llm_views
 from deploy.settings import Settings
 from knowledge.incident_store import IncidentRecord, IncidentStore
 
@@ -98,8 +99,12 @@ def list_incidents(
 
 
 @incidents_app.command("show")
-def show_incident(ctx: typer.Context, incident_id: str = typer.Argument(...)) -> None:
-    """One incident: its timeline and its actions with their risk."""
+def show_incident(
+    ctx: typer.Context,
+    incident_id: str = typer.Argument(...),
+    llm: bool = typer.Option(False, "--llm", help="Also print the model conversations: prompts, replies, tools."),
+) -> None:
+    """One incident: its timeline and its actions with their risk (and with --llm, what the model was asked)."""
 
     async def read() -> IncidentRecord | None:
         async with incident_store(ctx.obj) as store:
@@ -111,3 +116,8 @@ def show_incident(ctx: typer.Context, incident_id: str = typer.Argument(...)) ->
         raise typer.Exit(1)
     console.print(timeline_table(record))
     console.print(actions_table(record))
+    if (panel := approval_panel(record)) is not None:
+        console.print(panel)
+    if llm:
+        for view in llm_views(record):
+            console.print(view)

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bus.bridge.settings import BridgeConfig
 from bus.config import KafkaConfig
 from knowledge.dense_embedders import EmbeddingConfig
+from knowledge.llm_client import LlmConfig
 
 # The checkout this package runs from: set-up puts per-checkout tools (classpath, binaries) under it.
 CHECKOUT_DIR = Path(__file__).resolve().parent.parent
@@ -66,6 +67,9 @@ class Settings(BaseSettings):
     qdrant_api_key: SecretStr | None = None
     # The knowledge base's dense embedder (the agents get the same: vectors of two models never mix).
     embedding: EmbeddingConfig = EmbeddingConfig()
+    # The model of LLM diagnosis and postmortem drafts (OPSWARM_LLM__BASE_URL...), given to the agents; none: the
+    # deterministic path.
+    llm: LlmConfig = LlmConfig()
     # The knowledge agent's HTTP API, for `opswarm kb`; default: the local swarm's knowledge agent.
     knowledge_url: str | None = None
     # Where the swarm keeps its state: Redis key prefix, MongoDB database and incident collection.

@@ -15,6 +15,7 @@ first use and are not there offline, so nothing here calls them.
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 from autogen_core.models import ChatCompletionClient, CreateResult, ModelInfo
@@ -56,6 +57,10 @@ class LlmConfig(BaseModel):
     max_tool_steps: int = Field(default=6, ge=0)
     max_wall_s: float = Field(default=60.0, gt=0)
     max_tokens_per_incident: int = Field(default=20000, gt=0)
+    # The model's confidence is taken as it says, up to this: risk scoring must not trust a model's certainty.
+    max_confidence: float = Field(default=0.9, ge=0, le=1)
+    # How long an accepted answer is reused for the same question (same fingerprint and evidence).
+    cache_ttl_s: float = Field(default=3600.0, gt=0)
 
     @field_validator("base_url", mode="before")
     @classmethod
@@ -138,6 +143,14 @@ def build_model_client(config: LlmConfig) -> ChatCompletionClient | None:
         return None
     from autogen_ext.models.openai import OpenAIChatCompletionClient
 
+    # openai's SDK types a parsed completion's `parsed` as None, so dumping one with structured output warns on
+    # every call (openai/openai-python#2872); the value is right, only the type hint is not.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"Pydantic serializer warnings:\s+PydanticSerializationUnexpectedValue\(Expected `none`[^\n]*"
+        r"field_name='parsed'",
+        category=UserWarning,
+    )
     model_info = model_info_for(config)
     kwargs: dict[str, Any] = {
         "model": config.model,

@@ -1,5 +1,7 @@
 """Coordination's HTTP endpoints for people: incidents (read) and decisions on pending actions (write).
 
+`GET /incidents` lists them, each with `pending`: the action it awaits a decision on (if any), its risk and the
+approver's brief (why this action, its risk, what similar incidents did), which informs and never decides.
 `POST /incidents/{id}/approve` and `/reject` answer 202 once the decision is on the bus, 404 for an unknown
 incident and 409 when nothing awaits a decision. Authentication and roles come with the escalation flow; until
 then the server listens on loopback only (the default http_host).
@@ -12,8 +14,9 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
-from agents.coordination.decisions import Publisher, request_decision
-from knowledge.incident_store import IncidentStore
+from agents.coordination.decisions import Publisher, pending_action, request_decision
+from bus.incident_states import IncidentState
+from knowledge.incident_store import IncidentRecord, IncidentStore
 
 _STATUS = {"missing": 404, "not_awaiting": 409}
 
@@ -31,7 +34,7 @@ def approvals_router(store: IncidentStore, publisher: Publisher) -> APIRouter:
         records = await store.list(limit=min(max(limit, 1), 500))
         return [
             {"incident_id": r.incident_id, "state": r.state, "title": r.title, "service": r.service,
-             "severity": r.severity, "updated_at": r.updated_at.isoformat()}
+             "severity": r.severity, "updated_at": r.updated_at.isoformat(), "pending": awaiting_decision(r)}
             for r in records
         ]  # fmt: skip
 
@@ -42,6 +45,7 @@ def approvals_router(store: IncidentStore, publisher: Publisher) -> APIRouter:
             raise HTTPException(404, f"no incident {incident_id}")
         document = record.model_dump(mode="json", exclude={"applied_event_ids"})
         document["facts"].pop("outbox", None)
+        document["pending"] = awaiting_decision(record)
         return document
 
     async def decide(incident_id: str, body: DecisionBody, decision: Literal["approve", "reject"]) -> dict:
@@ -63,3 +67,15 @@ def approvals_router(store: IncidentStore, publisher: Publisher) -> APIRouter:
         return await decide(incident_id, body, "reject")
 
     return router
+
+
+def awaiting_decision(record: IncidentRecord) -> dict[str, Any] | None:
+    """The action an incident awaits a decision on, with its risk and the approver's brief; None when none."""
+    entry = pending_action(record) if record.state is IncidentState.AWAITING_APPROVAL else None
+    if entry is None:
+        return None
+    step, risk = entry.get("step", {}), entry.get("risk", {})
+    return {
+        "action_id": entry["action_id"], "action": step.get("action"), "target": step.get("target"),
+        "tier": risk.get("tier"), "score": risk.get("score"), "brief": entry.get("brief", ""),
+    }  # fmt: skip

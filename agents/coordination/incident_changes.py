@@ -23,6 +23,7 @@ from bus.events import (
     Event,
     IncidentClosed,
     IncidentUpdated,
+    LlmTranscript,
     PlanStep,
     RiskAssessment,
 )
@@ -184,17 +185,33 @@ async def create(store: IncidentStore, record: IncidentRecord, change: IncidentC
 
 def escalate(
     change: IncidentChange, reason: str, *, risk: RiskAssessment | None = None,
-    step: PlanStep | None = None, action_id: str | None = None, needs_decision: bool = False,
+    step: PlanStep | None = None, action_id: str | None = None, needs_decision: bool = False, brief: str = "",
 ) -> None:  # fmt: skip
+    """Tell people: an EscalationRaised (with, for a decision, the approver's `brief`, which informs only)."""
     change.count("escalations")
     change.note("escalation", reason)
     change.emit(
         change.follow(
             EscalationRaised, reason=reason,
             summary=f"{change.record.title} ({change.record.severity}) on {change.record.service}",
-            risk=risk, step=step, action_id=action_id, needs_decision=needs_decision,
+            risk=risk, step=step, action_id=action_id, needs_decision=needs_decision, brief=brief,
         )
     )  # fmt: skip
+
+
+def record_llm_transcript(change: IncidentChange, transcript: LlmTranscript) -> None:
+    """The model's conversation with the incident (for `opswarm incidents show --llm`), and the audit's summary of
+    it: how it ended and why, its tokens, and what the guardrails refused."""
+    change.facts.setdefault("llm", []).append(transcript.model_dump(mode="json"))
+    change.record_audit("llm_" + transcript.purpose, {
+        "model": transcript.model, "status": transcript.status, "reason": transcript.reason,
+        "prompt_tokens": transcript.prompt_tokens, "completion_tokens": transcript.completion_tokens,
+        "model_calls": transcript.model_calls, "tool_calls": transcript.tool_calls,
+        "duration_s": transcript.duration_s,
+    }, actor=transcript.purpose)  # fmt: skip
+    if transcript.refusals:
+        change.record_audit("llm_refused", {"model": transcript.model, "refused": transcript.refusals,
+                                            "nothing_executed": True}, actor=transcript.purpose)  # fmt: skip
 
 
 def close(change: IncidentChange, outcome: Any, *, verified: bool) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from agents.coordination.approval_briefs import plan_brief
 from agents.coordination.arbitrated_steps import ArbitratedSteps
 from agents.coordination.incident_changes import (
     ACTOR,
@@ -24,6 +25,7 @@ from agents.coordination.incident_changes import (
     create,
     derived_id,
     escalate,
+    record_llm_transcript,
     start_change,
 )
 from agents.coordination.plan_scoring import (
@@ -190,8 +192,10 @@ class IncidentFlow:
         change.stamp("diagnosed", event.occurred_at.timestamp())
         change.facts["diagnosis"] = {
             "hypothesis": event.hypothesis, "confidence": event.confidence, "method": event.method,
-            "evidence": [e.model_dump(mode="json") for e in event.evidence],
+            "rationale": event.rationale, "evidence": [e.model_dump(mode="json") for e in event.evidence],
         }  # fmt: skip
+        if event.llm is not None:
+            record_llm_transcript(change, event.llm)
         change.note(
             "diagnosis",
             f"{event.hypothesis} (confidence {event.confidence:.2f}, {event.method})",
@@ -263,8 +267,11 @@ class IncidentFlow:
                 S.AWAITING_APPROVAL,
                 f"plan tier CONFIRM (highest score {score.highest.score:.2f})",
             )
+            first["brief"] = plan_brief(score, change.facts["diagnosis"], event.history, kind=change.facts.get("kind"))
+            change.record_audit("approval_brief", {"action_id": first["action_id"], "brief": first["brief"]})
             escalate(change, f"approve {_describe(event.plan)}? risk {score.highest.tier} {score.highest.score:.2f}",
                 risk=score.highest, step=score.steps[0].step, action_id=first["action_id"], needs_decision=True,
+                brief=first["brief"],
             )  # fmt: skip
             return
         await self._steps.approve_step(change, 0, mode="auto", approved_by=ACTOR)

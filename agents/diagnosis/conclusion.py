@@ -55,6 +55,8 @@ class Diagnosis:
     evidence: list[Evidence]
     plan: RemediationPlan | None
     history: list[ActionStat] = field(default_factory=list)
+    # Why this plan, for the human who may approve it.
+    rationale: str = ""
 
 
 def conclude(
@@ -108,7 +110,8 @@ def conclude(
     base = selection.rule.confidence
     confidence = round(min(1.0, max(0.0, base + sum(delta for delta, _ in adjustments))), 2)
     evidence.append(_confidence_note(confidence, f"base {base:g} (rule {selection.rule.name})", adjustments))
-    return Diagnosis(hypothesis, confidence, evidence, plan, history)
+    rationale = f"Playbook rule {selection.rule.name} matched: {hypothesis}."
+    return Diagnosis(hypothesis, confidence, evidence, plan, history, rationale)
 
 
 def metric_evidence(reading: ProbeReading, kind: str) -> tuple[Evidence, float]:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from autogen_core.models import ChatCompletionClient
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -21,18 +23,39 @@ from agents.diagnosis.conclusion import Diagnosis, Gathered, ProbeReading, concl
 from agents.diagnosis.default_rules import DEFAULT_PLAYBOOK
 from agents.diagnosis.knowledge_query import knowledge_query
 from agents.diagnosis.knowledge_replies import KnowledgeReplies
-from agents.diagnosis.playbook import Playbook, RenderedProbe, draft_plan, load_rules, render_probes, situation_of
+from agents.diagnosis.llm_diagnosis import LlmDiagnoser
+from agents.diagnosis.llm_tools import DiagnosisTools
+from agents.diagnosis.playbook import (
+    Playbook,
+    RenderedProbe,
+    Situation,
+    draft_plan,
+    load_rules,
+    render_probes,
+    situation_of,
+)
 from agents.diagnosis.settings import DiagnosisSettings
 from bus.consumer import Delivery, EventConsumer, RecordContext
 from bus.errors import NonRetriableError, RetriableError
-from bus.events import AnyEvent, ChangeRecorded, DiagnosisCompleted, DiagnosisRequested, Event, Evidence
+from bus.events import (
+    AnyEvent,
+    ChangeRecorded,
+    DiagnosisCompleted,
+    DiagnosisRequested,
+    Event,
+    Evidence,
+    KnowledgeHit,
+    LlmTranscript,
+)
 from bus.producer import EventPublisher
 from bus.topics import CHANGES, DIAGNOSIS
 from execution.catalog import Catalog, default_catalog
 from execution.prometheus_queries import MetricsQueries, PrometheusQueries
+from knowledge.llm_client import build_model_client
 from knowledge.log_excerpts import FileLogSource, LogSource
 from scheduler.agent_http import agent_http
 from scheduler.agent_process import AgentIdentity, run_agent
+from scheduler.answer_cache import AnswerCache
 from scheduler.change_history import ChangeHistory
 from scheduler.heartbeats import HeartbeatRegistry
 
@@ -55,8 +78,10 @@ class Diagnoser:
         metrics: MetricsQueries | None,
         logs: LogSource,
         knowledge: KnowledgeReplies,
+        llm: LlmDiagnoser | None = None,
     ) -> None:
         self._settings = settings
+        self._llm = llm
         self._playbook = playbook
         self._catalog = catalog
         self._changes = changes
@@ -66,16 +91,18 @@ class Diagnoser:
 
     async def diagnose(self, request: DiagnosisRequested) -> DiagnosisCompleted:
         try:
-            diagnosis, kind = await self._diagnose(request)
+            diagnosis, kind, transcript = await self._diagnose(request)
         except Exception as exc:  # a bug must not leave the incident waiting: say so, and coordination escalates
             log.exception("diagnosis failed", extra={"incident_id": request.incident_id})
             failure = f"diagnosis failed: {type(exc).__name__}: {exc}"
             diagnosis = Diagnosis(failure, 0.0, [Evidence(kind="note", summary=failure)], None)
-            kind = request.kind
+            kind, transcript = request.kind, None
+        method = "llm" if transcript is not None and transcript.status != "fallback" else "deterministic"
         log.info(
             "diagnosis completed",
             extra={"incident_id": request.incident_id, "kind": kind, "confidence": diagnosis.confidence,
-                   "planned": diagnosis.plan is not None},
+                   "planned": diagnosis.plan is not None, "method": method,
+                   "llm_status": transcript.status if transcript is not None else None},
         )  # fmt: skip
         return request.follow(
             DiagnosisCompleted,
@@ -86,9 +113,12 @@ class Diagnoser:
             plan=diagnosis.plan,
             kind=kind,
             history=diagnosis.history,
+            method=method,
+            rationale=diagnosis.rationale,
+            llm=transcript,
         )
 
-    async def _diagnose(self, request: DiagnosisRequested) -> tuple[Diagnosis, str]:
+    async def _diagnose(self, request: DiagnosisRequested) -> tuple[Diagnosis, str, LlmTranscript | None]:
         changes, notes = await self._recent_changes(request.service)
         situation = situation_of(request, changes)
         selection = self._playbook.select(situation)
@@ -121,7 +151,12 @@ class Diagnoser:
         )
         draft = draft_plan(selection) if selection is not None else None
         diagnosis = conclude(situation, selection, draft, gathered, self._catalog, now=datetime.now(UTC))
-        return diagnosis, situation.kind
+        if self._llm is None:
+            return diagnosis, situation.kind, None
+        answer = gathered.knowledge.answer
+        past = [hit for hit in answer.hits if hit.type == "incident"] if answer is not None else []
+        diagnosis, transcript = await self._llm.diagnose(request, situation, diagnosis, past_incidents=past)
+        return diagnosis, situation.kind, transcript
 
     async def _recent_changes(self, service: str) -> tuple[list[ChangeRecorded], list[str]]:
         try:
@@ -192,7 +227,10 @@ def playbook_of(settings: DiagnosisSettings) -> Playbook:
 class DiagnosisAgent:
     """The diagnosis process's parts; `run` runs them until stop, `wait_ready` tells when they all listen."""
 
-    def __init__(self, settings: DiagnosisSettings, redis: Redis) -> None:
+    def __init__(
+        self, settings: DiagnosisSettings, redis: Redis, *, model_client: ChatCompletionClient | None = None
+    ) -> None:
+        """`model_client`: the model of the LLM path (None: the deterministic path); the caller closes it."""
         self._settings = settings
         self._redis = redis
         self._publisher = EventPublisher(settings.kafka, client_id=f"diagnosis-queries-{settings.instance_id}")
@@ -210,16 +248,34 @@ class DiagnosisAgent:
             max_per_service=settings.changes_kept_per_service,
             keep_s=settings.changes_kept_s,
         )
+        logs = FileLogSource(settings.log_roots, timeout_s=settings.log_timeout_s)
         diagnoser = Diagnoser(
             settings,
             playbook=playbook_of(settings),
             catalog=default_catalog(),
             changes=self._history,
             metrics=self._metrics,
-            logs=FileLogSource(settings.log_roots, timeout_s=settings.log_timeout_s),
+            logs=logs,
             knowledge=self._knowledge,
+            llm=self._llm_diagnoser(model_client, logs) if model_client is not None else None,
         )
         self.consumers = build_consumers(settings, diagnoser, self._history)
+
+    def _llm_diagnoser(self, client: ChatCompletionClient, logs: FileLogSource) -> LlmDiagnoser:
+        settings = self._settings
+
+        def tools(
+            request: DiagnosisRequested, situation: Situation, nonce: str, past: Sequence[KnowledgeHit]
+        ) -> DiagnosisTools:
+            return DiagnosisTools(
+                request, situation, metrics=self._metrics, changes=self._history,
+                change_lookback_s=settings.change_lookback_s, logs=logs, knowledge=self._knowledge,
+                knowledge_k=settings.knowledge_k, knowledge_timeout_s=settings.knowledge_timeout_s,
+                past_incidents=past, nonce=nonce, max_calls=settings.llm.max_tool_steps,
+            )  # fmt: skip
+
+        cache = AnswerCache(self._redis, "llm-diagnosis", ttl_s=settings.llm.cache_ttl_s, prefix=settings.redis_prefix)
+        return LlmDiagnoser(client, settings.llm, catalog=default_catalog(), tools=tools, cache=cache)
 
     async def wait_ready(self) -> None:
         for consumer in self.consumers:
@@ -248,4 +304,9 @@ class DiagnosisAgent:
 
 
 async def run_diagnosis(settings: DiagnosisSettings, stop: asyncio.Event, redis: Redis) -> None:
-    await DiagnosisAgent(settings, redis).run(stop)
+    model_client = build_model_client(settings.llm)
+    try:
+        await DiagnosisAgent(settings, redis, model_client=model_client).run(stop)
+    finally:
+        if model_client is not None:
+            await model_client.close()

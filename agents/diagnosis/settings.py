@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from knowledge.llm_client import LlmConfig
 from scheduler.agent_settings import AgentSettings
 
 
@@ -28,6 +29,8 @@ class DiagnosisSettings(AgentSettings):
     changes_kept_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     # A JSON playbook (a list of rules, or {"rules": [...]}): its rules are tried first, replacing same-named ones.
     playbook_file: str | None = None
+    # The model of the LLM path (OPSWARM_LLM__BASE_URL, __MODEL, __API_KEY...); no base URL: deterministic only.
+    llm: LlmConfig = LlmConfig()
 
     @field_validator("prometheus_url", "playbook_file", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from rich.console import Console
+from rich.markup import escape
 
 from bus.events import (
     ActionExecuted,
@@ -134,6 +135,8 @@ class ScenarioRun:
         escalation = await self.watch.wait_for(asked, self.timeout_s, f"an approval request for {incident_id}")
         risk = escalation.risk
         self.say(f"approval requested: {escalation.reason}" + (f" [{risk.tier} {risk.score:.2f}]" if risk else ""))
+        if escalation.brief:
+            self.say("approver's brief:\n" + escape(escalation.brief))
         argv = [sys.executable, "-m", "deploy.cli", "approve", incident_id, "--by", OPERATOR, "-m", f"{self.name}"]
         self.say(f"[bold]$ opswarm approve {incident_id} --by {OPERATOR} -m {self.name}[/bold]")
         process = await asyncio.create_subprocess_exec(

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import uuid
+from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from redis.asyncio import Redis
+from rich.console import Console
 
+from agents.coordination.approval_briefs import CLOSING, MAX_BRIEF_CHARS
+from agents.coordination.approvals_http import approvals_router
 from agents.coordination.incident_flow import CoordinationPolicy, IncidentFlow
 from bus import events as ev
 from bus.incident_states import IncidentState as S
+from deploy.incident_reports import approval_panel
 from execution.catalog import default_catalog
-from knowledge.incident_store import IncidentStore
+from knowledge.incident_store import IncidentRecord, IncidentStore
 from scheduler.arbitration import ActionArbiter, ArbitrationPolicy, RateLimitRule
 
 pytestmark = pytest.mark.integration
@@ -50,10 +58,13 @@ def _verify(service: str) -> ev.VerifySpec:
     )
 
 
-def _diagnosed(opened: ev.IncidentOpened, *steps: ev.PlanStep, confidence: float = 0.9) -> ev.DiagnosisCompleted:
+def _diagnosed(
+    opened: ev.IncidentOpened, *steps: ev.PlanStep, confidence: float = 0.9, **fields: Any
+) -> ev.DiagnosisCompleted:
+    fields.setdefault("hypothesis", "it broke")
     return opened.follow(
-        ev.DiagnosisCompleted, produced_by="diagnosis", hypothesis="it broke", confidence=confidence,
-        plan=ev.RemediationPlan(steps=list(steps), verify=_verify(opened.service)), kind="ServiceDown",
+        ev.DiagnosisCompleted, produced_by="diagnosis", confidence=confidence,
+        plan=ev.RemediationPlan(steps=list(steps), verify=_verify(opened.service)), kind="ServiceDown", **fields,
     )  # fmt: skip
 
 
@@ -148,6 +159,15 @@ async def test_confirm_plan_waits_for_a_human_then_runs(flow: IncidentFlow, inci
     assert escalation.needs_decision and escalation.risk is not None and escalation.risk.tier == "CONFIRM"
     assert not [e for e in outputs if isinstance(e, ev.ActionApproved)]
     assert await _state(incident_store, opened.incident_id or "") is S.AWAITING_APPROVAL
+    # The approver's brief names the action and its risk, and is kept with the pending action and in the audit.
+    assert escalation.brief.startswith(f"Approve rollback_deploy on {service}?")
+    assert f"Risk: CONFIRM, score {escalation.risk.score:.2f} — rollback_deploy base risk" in escalation.brief
+    assert escalation.brief.endswith(CLOSING) and len(escalation.brief) <= MAX_BRIEF_CHARS
+    waiting = await incident_store.get(opened.incident_id or "")
+    assert waiting is not None and waiting.facts["actions"][0]["brief"] == escalation.brief
+    assert [a.detail for a in waiting.audit if a.action == "approval_brief"] == [
+        {"action_id": escalation.action_id, "brief": escalation.brief}
+    ]
 
     wrong = opened.follow(ev.DecisionRecorded, produced_by=TESTS, action_id="not-pending", decision="approve",
                           decided_by="mallory")  # fmt: skip
@@ -163,6 +183,91 @@ async def test_confirm_plan_waits_for_a_human_then_runs(flow: IncidentFlow, inci
     record = await incident_store.get(opened.incident_id or "")
     assert record is not None and record.state is S.EXECUTING and record.facts["approvals"] == 1
     assert [e.detail["by"] for e in record.audit if e.action == "decision_refused"] == ["mallory"]
+
+
+RATIONALE = "Errors began right after the deploy of v2;\nv1 served cleanly for a week, so roll back to it."
+SIMILAR = ev.Evidence(
+    kind="incident", summary="incident 'checkout 5xx after deploy'", score=0.83,
+    data={"title": "checkout 5xx after deploy", "outcome": "remediated", "actions": ["rollback_deploy"]},
+)  # fmt: skip
+# Fewer attempts than risk scoring counts (3), so the record is told in the brief and moves no score.
+HISTORY = [ev.ActionStat(kind="HighErrorRate", action="rollback_deploy", attempts=2, successes=2)]
+
+
+async def _awaiting(flow: IncidentFlow, **diagnosis: Any) -> tuple[ev.IncidentOpened, list[ev.Event]]:
+    """A HighErrorRate incident whose rollback plan (CONFIRM) was just diagnosed; (its opening, the outputs)."""
+    service = f"svc-{uuid.uuid4().hex[:6]}"
+    opened = _opened(service, "HighErrorRate")
+    await flow.handle(opened)
+    rollback = ev.PlanStep(action="rollback_deploy", target=service, params={"to_version": "v1"})
+    return opened, await flow.handle(_diagnosed(opened, rollback, **diagnosis))
+
+
+async def test_the_brief_informs_the_human_and_decides_nothing(
+    flow: IncidentFlow, incident_store: IncidentStore
+) -> None:
+    plain, plain_out = await _awaiting(flow)
+    told, told_out = await _awaiting(flow, hypothesis="a bad deploy\n" + "y" * 3000, rationale=RATIONALE,
+                                     evidence=[SIMILAR], history=HISTORY)  # fmt: skip
+    plain_ask, told_ask = _one(plain_out, ev.EscalationRaised), _one(told_out, ev.EscalationRaised)
+    assert "Why: it broke. (deterministic diagnosis, confidence 0.90)" in plain_ask.brief
+    assert "no similar incidents on record" in plain_ask.brief
+    assert "Why: Errors began right after the deploy of v2; v1 served cleanly for a week" in told_ask.brief
+    assert "Track record: rollback_deploy remediated 2 of 2 past HighErrorRate incidents." in told_ask.brief
+    assert '"checkout 5xx after deploy" (remediated; rollback_deploy; similarity 0.83)' in told_ask.brief
+    assert len(told_ask.brief) <= MAX_BRIEF_CHARS and told_ask.brief.endswith(CLOSING)
+    # Everything decided is the same whatever the brief says.
+    assert _types(plain_out) == _types(told_out)
+    assert (plain_ask.risk, plain_ask.needs_decision) == (told_ask.risk, told_ask.needs_decision)
+    approved = []
+    for opened, ask in ((plain, plain_ask), (told, told_ask)):
+        assert await _state(incident_store, opened.incident_id or "") is S.AWAITING_APPROVAL
+        decision = opened.follow(ev.DecisionRecorded, produced_by=TESTS, action_id=ask.action_id,
+                                 decision="approve", decided_by="alice")  # fmt: skip
+        approved.append(_one(await flow.handle(decision), ev.ActionApproved))
+    assert [(a.mode, a.step.action, a.risk) for a in approved] == [("human", "rollback_deploy", plain_ask.risk)] * 2
+
+
+class _Published:
+    def __init__(self) -> None:
+        self.events: list[ev.Event] = []
+
+    async def publish(self, event: ev.Event) -> None:
+        self.events.append(event)
+
+
+def _panel_text(record: IncidentRecord) -> str:
+    panel = approval_panel(record)
+    assert panel is not None
+    console = Console(file=io.StringIO(), width=400, highlight=False)
+    console.print(panel)
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+async def test_people_see_the_brief_over_http_and_on_the_cli(flow: IncidentFlow, incident_store: IncidentStore) -> None:
+    opened, outputs = await _awaiting(flow, hypothesis="the deploy [red]broke[/red] it")
+    ask, incident_id = _one(outputs, ev.EscalationRaised), opened.incident_id or ""
+    app = FastAPI()
+    app.include_router(approvals_router(incident_store, _Published()))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://coordination") as client:
+        listed = {i["incident_id"]: i for i in (await client.get("/incidents")).json()}
+        shown = (await client.get(f"/incidents/{incident_id}")).json()
+        pending = {"action_id": ask.action_id, "action": "rollback_deploy", "target": opened.service,
+                   "tier": "CONFIRM", "score": ask.risk.score if ask.risk else None, "brief": ask.brief}  # fmt: skip
+        assert listed[incident_id]["pending"] == pending == shown["pending"]
+        record = await incident_store.get(incident_id)
+        assert record is not None
+        text = _panel_text(record)
+        assert "the deploy [red]broke[/red] it" in text  # shown as written: markup is not interpreted
+        assert f"awaiting a decision: opswarm approve|reject {incident_id}" in text
+        decision = opened.follow(ev.DecisionRecorded, produced_by=TESTS, action_id=ask.action_id, decision="approve",
+                                 decided_by="alice", comment="go")  # fmt: skip
+        await flow.handle(decision)
+        listed = {i["incident_id"]: i for i in (await client.get("/incidents")).json()}
+        assert listed[incident_id]["pending"] is None and listed[incident_id]["state"] == "EXECUTING"
+    record = await incident_store.get(incident_id)
+    assert record is not None
+    assert "approved by alice: go" in _panel_text(record) and "Approve rollback_deploy" in _panel_text(record)
 
 
 async def test_forbidden_plan_is_never_approved_and_escalates(

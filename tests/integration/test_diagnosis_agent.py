@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from autogen_core.models import ChatCompletionClient
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from pydantic import SecretStr
 from redis.asyncio import Redis
@@ -39,10 +40,13 @@ from bus.events import (
 )
 from bus.producer import EventPublisher
 from bus.topics import DIAGNOSIS, KNOWLEDGE
+from knowledge.llm_client import LlmConfig, build_model_client
 from scheduler.change_history import ChangeHistory
 from tests.integration.kafka_reading import TopicReader
 from tests.integration.prometheus_process import prometheus_scraping
 from tests.integration.redis_keys import eventually
+from tests.llm_stub import llm_stub
+from tests.llm_stub_models import playbook_model
 
 pytestmark = pytest.mark.integration
 
@@ -65,9 +69,11 @@ def settings_for(
 
 
 @asynccontextmanager
-async def running(settings: DiagnosisSettings, redis: Redis) -> AsyncIterator[DiagnosisAgent]:
+async def running(
+    settings: DiagnosisSettings, redis: Redis, model_client: ChatCompletionClient | None = None
+) -> AsyncIterator[DiagnosisAgent]:
     """The agent, running and listening; stopped cleanly afterwards (a failure to stop fails the test)."""
-    agent = DiagnosisAgent(settings, redis)
+    agent = DiagnosisAgent(settings, redis, model_client=model_client)
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
     ready = asyncio.create_task(agent.wait_ready())
@@ -189,6 +195,47 @@ async def test_a_recent_deploy_makes_an_error_rate_a_rollback_with_knowledge_his
     (query,) = asked
     assert (query.kind, query.actions) == ("HighErrorRate", ["rollback_deploy", "restart_process"])
     assert (query.correlation_id, query.causation_id) == (request.correlation_id, request.event_id)
+
+
+async def test_with_a_model_configured_the_diagnosis_is_the_models_and_carries_its_transcript(
+    services, kafka_config: KafkaConfig, redis_client: Redis, key_prefix: str, run_id: str  # noqa: ANN001
+) -> None:
+    service = f"checkout-{run_id}"
+    request = diagnosis_request(service, "HighErrorRate")
+
+    def answer(query: KnowledgeQueried) -> KnowledgeAnswered:
+        return query.follow(KnowledgeAnswered, produced_by="tests", query_event_id=query.event_id)
+
+    deploy = ChangeRecorded(produced_by="tests", service=service, kind="deploy", version="2.0.0",
+                            previous_version="1.9.3", description="new checkout flow")  # fmt: skip
+    async with llm_stub() as stub:
+        stub.responder = playbook_model
+        llm = LlmConfig(base_url=stub.base_url, model="stub-playbook", function_calling=True, structured_output=True)
+        settings = settings_for(services, kafka_config, key_prefix, run_id, llm=llm)
+        client = build_model_client(llm)
+        responder = knowledge_responder(kafka_config, run_id, request.incident_id, answer)
+        try:
+            async with running(settings, redis_client, client), responder:
+                async with EventPublisher(kafka_config, client_id="tests") as publisher:
+                    await publisher.publish(deploy)
+                await eventually(lambda: _has_changes(ChangeHistory(redis_client, key_prefix), service), 30)
+                result = await diagnosed(kafka_config, request)
+        finally:
+            assert client is not None
+            await client.close()
+
+    assert result.method == "llm"
+    assert result.llm is not None and result.llm.status == "accepted", result.llm
+    assert result.hypothesis.endswith("(the model agrees with the playbook)")
+    assert result.plan is not None
+    assert [(s.action, s.params) for s in result.plan.steps] == [("rollback_deploy", {"to_version": "1.9.3"})]
+    assert result.confidence == 0.8 and result.rationale.startswith("The evidence matches")
+    calls = [e.data["name"] for e in result.llm.entries if e.kind == "tool_call"]
+    assert calls == ["recent_changes", "log_summary"]
+    results = {e.data["name"]: e.content for e in result.llm.entries if e.kind == "tool_result"}
+    changes = results["recent_changes"]
+    assert "1.9.3" in changes and "new checkout flow" in changes
+    assert len(stub.requests) == 2
 
 
 async def _has_changes(history: ChangeHistory, service: str) -> bool:

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from deploy.agents_cli import AGENT_NAMES, agent_rows, supervisor_spec
 from deploy.settings import Settings
+from knowledge.llm_client import LlmConfig
 from scheduler.agent_supervisor_state import AgentRunState, SupervisorSpec, SupervisorState
 from scheduler.heartbeats import HeartbeatRecord
 
@@ -40,6 +42,17 @@ def test_spec_lists_every_agent_with_the_environment_the_design_names(tmp_path: 
     assert spec.agents[2].argv[1:] == ["-m", "agents.coordination"]
     assert spec.agents[2].log_file == tmp_path / "logs" / "agent-coordination.log"
     assert SupervisorSpec.model_validate_json(spec.model_dump_json()) == spec  # what the supervisor reads back
+
+
+@pytest.mark.parametrize("base_url", [None, "http://127.0.0.1:18090/v1"])
+def test_the_agents_get_the_clis_model_settings_secret_included(tmp_path: Path, base_url: str | None) -> None:
+    settings = _settings(tmp_path).model_copy(update={"llm": LlmConfig(
+        base_url=base_url, model="m", api_key=SecretStr("sk-test"), function_calling=True, structured_output=True,
+    )})  # fmt: skip
+    for agent in supervisor_spec(settings, list(AGENT_NAMES), {}).agents:
+        given = LlmConfig.model_validate_json(agent.env["OPSWARM_LLM"])
+        assert (given.base_url, given.model, given.enabled) == (base_url, "m", base_url is not None)
+        assert given.api_key is not None and given.api_key.get_secret_value() == "sk-test"
 
 
 def test_only_and_extra_env_narrow_and_override(tmp_path: Path) -> None:
