@@ -340,6 +340,40 @@ class EscalationRaised(Event):
     brief: str = ""
 
 
+class ChannelDelivery(Contract):
+    """How one channel fared with one escalation message."""
+
+    channel: str
+    status: Literal["delivered", "failed"]
+    attempts: int = Field(default=1, ge=0)
+    error: str | None = None
+
+
+class EscalationNotified(Event):
+    """A tier of an escalation policy was asked (or reminded) about a pending decision, through its channels."""
+
+    type: Literal["escalation.notified"] = "escalation.notified"
+    action_id: str | None = None
+    policy: str
+    tier: str
+    tier_index: int = Field(ge=0)
+    # 0: the tier's first message (for tier_index > 0 this is the escalation to the next tier); n: n-th reminder.
+    reminder: int = Field(default=0, ge=0)
+    recipients: list[str] = Field(default_factory=list)
+    deliveries: list[ChannelDelivery] = Field(default_factory=list)
+
+
+class ApprovalExpired(Event):
+    """Nobody answered before the last tier's timeout: the policy's final step."""
+
+    type: Literal["approval.expired"] = "approval.expired"
+    action_id: str | None = None
+    policy: str
+    waited_s: float = Field(ge=0)
+    # deny: the action is rejected; keep_waiting: the incident keeps waiting, no tier is asked any more.
+    outcome: Literal["deny", "keep_waiting"] = "deny"
+
+
 class DecisionRecorded(Event):
     """A human's answer to an escalation: approve or reject the pending action of an incident."""
 
@@ -348,6 +382,8 @@ class DecisionRecorded(Event):
     decision: Literal["approve", "reject"]
     decided_by: str = Field(min_length=1)
     comment: str = ""
+    # How it came: cli, api, web (the approvals page), link (a signed one-time link), policy (a final timeout).
+    via: str = ""
 
 
 class ActionExecuted(Event):
@@ -439,6 +475,8 @@ ALL_EVENT_TYPES: tuple[type[Event], ...] = (
     ActionRejected,
     EscalationRaised,
     DecisionRecorded,
+    EscalationNotified,
+    ApprovalExpired,
     ActionExecuted,
     ActionFailed,
     VerificationPassed,
@@ -462,6 +500,8 @@ AnyEvent = (
     | ActionRejected
     | EscalationRaised
     | DecisionRecorded
+    | EscalationNotified
+    | ApprovalExpired
     | ActionExecuted
     | ActionFailed
     | VerificationPassed

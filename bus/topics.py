@@ -85,6 +85,8 @@ ROUTES: dict[type[ev.Event], Route] = {
     ev.VerificationFailed: Route(ACTIONS, _by_incident),
     ev.EscalationRaised: Route(ESCALATIONS, _by_incident),
     ev.DecisionRecorded: Route(ESCALATIONS, _by_incident),
+    ev.EscalationNotified: Route(ESCALATIONS, _by_incident),
+    ev.ApprovalExpired: Route(ESCALATIONS, _by_incident),
     ev.KnowledgeQueried: Route(KNOWLEDGE, _by_incident),
     ev.KnowledgeAnswered: Route(KNOWLEDGE, _by_incident),
     ev.ChangeRecorded: Route(CHANGES, _by_service),

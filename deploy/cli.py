@@ -16,6 +16,7 @@ from deploy.bridge_cli import bridge
 from deploy.console_reports import components_table, doctor_table, print_topics
 from deploy.demo_cli import demo
 from deploy.doctor import run_doctor, summary_line
+from deploy.escalations_cli import escalations_app
 from deploy.incidents_cli import decision_command, incidents_app
 from deploy.kb_cli import kb_app
 from deploy.scenario_cli import scenario_app
@@ -27,6 +28,7 @@ app.add_typer(agents_app, name="agents")
 app.add_typer(incidents_app, name="incidents")
 app.add_typer(scenario_app, name="scenario")
 app.add_typer(kb_app, name="kb")
+app.add_typer(escalations_app, name="escalations")
 app.command("approve")(decision_command("approve"))
 app.command("reject")(decision_command("reject"))
 app.command("bridge")(bridge)

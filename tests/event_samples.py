@@ -56,7 +56,15 @@ def sample_events(incident_id: str = "inc-1") -> list[ev.Event]:
         ),
         ev.ActionRejected(**common, action_id="act-2", rejected_by="coordination", reason="FORBIDDEN", risk=_RISK),
         ev.EscalationRaised(**common, action_id="act-2", reason="database failover is forbidden", risk=_RISK),
-        ev.DecisionRecorded(**common, action_id="act-3", decision="approve", decided_by="alice", comment="go"),
+        ev.DecisionRecorded(**common, action_id="act-3", decision="approve", decided_by="alice", comment="go",
+                            via="web"),
+        ev.EscalationNotified(
+            **common, action_id="act-3", policy="prod-critical", tier="secondary", tier_index=1, reminder=0,
+            recipients=["bob@example.com"],
+            deliveries=[ev.ChannelDelivery(channel="slack", status="delivered", attempts=2),
+                        ev.ChannelDelivery(channel="email", status="failed", attempts=3, error="connection refused")],
+        ),
+        ev.ApprovalExpired(**common, action_id="act-3", policy="prod-critical", waited_s=900.0, outcome="deny"),
         ev.ActionExecuted(
             **common, action_id="act-1", step=_STEP, idempotency_key="inc-1/act-1", duration_ms=120.5,
             output={"pid": 4242},

@@ -1,4 +1,5 @@
-"""A human's decision on a pending action, from the CLI or the HTTP endpoint: checked, then put on the bus.
+"""A human's decision on a pending action, from the CLI, the API, the approvals page or a signed link: checked,
+then put on the bus with how it came (`via`).
 
 The check gives the human a clear answer at once (unknown incident, nothing awaiting a decision); the decision
 itself travels as DecisionRecorded and coordination applies it in order with everything else, so a late or
@@ -45,7 +46,12 @@ async def request_decision(
     decision: Literal["approve", "reject"],
     decided_by: str,
     comment: str = "",
+    *,
+    via: str = "cli",
+    action_id: str | None = None,
 ) -> DecisionRequest:
+    """Send the decision on the incident's pending action. With `action_id` (what the person was shown: a link's
+    action, a page's form), only when that action is still the pending one."""
     record = await store.get(incident_id)
     if record is None:
         return DecisionRequest("missing", f"no incident {incident_id}")
@@ -55,15 +61,21 @@ async def request_decision(
             "not_awaiting",
             f"incident {incident_id} is {record.state}, not awaiting a decision",
         )
+    if action_id is not None and action_id != entry["action_id"]:
+        return DecisionRequest(
+            "not_awaiting",
+            f"action {action_id} of incident {incident_id} no longer awaits a decision "
+            f"(action {entry['action_id']} does now)",
+        )
     event = DecisionRecorded(
         produced_by="approvals", incident_id=incident_id, action_id=entry["action_id"], decision=decision,
-        decided_by=decided_by, comment=comment,
+        decided_by=decided_by, comment=comment, via=via,
     )  # fmt: skip
     await publisher.publish(event)
     step = entry["step"]
     log.info(
         "decision sent",
-        extra={"incident_id": incident_id, "decision": decision, "by": decided_by},
+        extra={"incident_id": incident_id, "decision": decision, "by": decided_by, "via": via},
     )
     return DecisionRequest(
         "accepted",

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from agents.coordination.approval_briefs import plan_brief
 from agents.coordination.arbitrated_steps import ArbitratedSteps
+from agents.coordination.escalation_flow import Escalations
 from agents.coordination.incident_changes import (
     ACTOR,
     IncidentChange,
@@ -40,9 +41,11 @@ from bus.events import (
     ActionProposed,
     ActionRejected,
     AnyEvent,
+    ApprovalExpired,
     DecisionRecorded,
     DiagnosisCompleted,
     DiagnosisRequested,
+    EscalationNotified,
     Event,
     IncidentOpened,
     IncidentResolved,
@@ -56,6 +59,7 @@ from execution.catalog import Catalog
 from execution.risk import Environment, RiskPolicy
 from knowledge.incident_store import IncidentRecord, IncidentStore
 from scheduler.arbitration import ActionArbiter
+from scheduler.escalations.policies import EscalationPolicies
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +78,9 @@ class IncidentFlow:
         arbiter: ActionArbiter,
         catalog: Catalog,
         policy: CoordinationPolicy,
+        escalations: Escalations | None = None,
     ) -> None:
+        self._escalations = escalations if escalations is not None else Escalations(EscalationPolicies(), None)
         self._store = store
         self._arbiter = arbiter
         self._catalog = catalog
@@ -104,6 +110,10 @@ class IncidentFlow:
                 await self._diagnosed(change, event)
             case DecisionRecorded():
                 await self._decided(change, event)
+            case EscalationNotified():
+                self._escalations.notified(change, event)
+            case ApprovalExpired():
+                self._escalations.expired(change, event)
             case ActionExecuted():
                 await self._executed(change, event)
             case ActionFailed():
@@ -269,6 +279,8 @@ class IncidentFlow:
             )
             first["brief"] = plan_brief(score, change.facts["diagnosis"], event.history, kind=change.facts.get("kind"))
             change.record_audit("approval_brief", {"action_id": first["action_id"], "brief": first["brief"]})
+            await self._escalations.start(change, action_id=first["action_id"], risk_score=score.highest.score,
+                                          requested_by=event.produced_by)  # fmt: skip
             escalate(change, f"approve {_describe(event.plan)}? risk {score.highest.tier} {score.highest.score:.2f}",
                 risk=score.highest, step=score.steps[0].step, action_id=first["action_id"], needs_decision=True,
                 brief=first["brief"],
@@ -279,12 +291,21 @@ class IncidentFlow:
     async def _decided(self, change: IncidentChange, event: DecisionRecorded) -> None:
         pending = change.facts.get("pending_action_id")
         if change.state is not S.AWAITING_APPROVAL or (event.action_id and event.action_id != pending):
+            why = self._escalations.expired_reason(change, event) or "the incident is not awaiting this decision"
             change.record_audit(
                 "decision_refused",
                 {"decision": event.decision, "by": event.decided_by, "state": change.state.value,
-                 "action_id": event.action_id, "reason": "the incident is not awaiting this decision"},
+                 "action_id": event.action_id, "reason": why},
                 actor=event.decided_by,
             )  # fmt: skip
+            return
+        refusal = self._escalations.refusal(change, event)
+        if refusal is not None:
+            change.record_audit("decision_refused", {"decision": event.decision, "by": event.decided_by,
+                                "action_id": pending, "via": event.via, "reason": refusal}, actor=event.decided_by)
+            change.note("approval", f"{event.decision} by {event.decided_by} refused: {refusal}", event.decided_by)
+            return
+        if self._escalations.needs_second_approver(change, event):
             return
         change.record_audit(
             "decision",
@@ -293,6 +314,7 @@ class IncidentFlow:
                 "by": event.decided_by,
                 "comment": event.comment,
                 "action_id": pending,
+                "via": event.via,
             },
             actor=event.decided_by,
         )

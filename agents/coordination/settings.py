@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from execution.risk import Environment, RiskPolicy
 from scheduler.agent_settings import AgentSettings
 from scheduler.arbitration import ArbitrationPolicy
+from scheduler.escalations.access_tokens import ApiToken
 
 
 class FreezeWindow(BaseModel):
@@ -39,3 +40,12 @@ class CoordinationSettings(AgentSettings):
     arbitration: ArbitrationPolicy = ArbitrationPolicy()
     change_freezes: list[FreezeWindow] = Field(default_factory=list)
     safe_scripts: list[str] = Field(default_factory=list)
+    # Escalations: the policy file (YAML or TOML; None: the built-in default policy, the approvals page only).
+    escalation_policy_file: str | None = None
+    # Who may use the approvals API and page: [{"name", "role": viewer|approver|admin, "sha256": of the token}].
+    api_tokens: list[ApiToken] = Field(default_factory=list)
+    # Signs one-time approval links (and the page's forms); None: no links are sent.
+    link_secret: SecretStr | None = None
+    link_ttl_s: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
+    # Where people reach this agent's HTTP side, for the links in messages.
+    public_url: str = "http://127.0.0.1:9183"

@@ -21,6 +21,7 @@ from deploy.incident_reports import approval_panel
 from execution.catalog import default_catalog
 from knowledge.incident_store import IncidentRecord, IncidentStore
 from scheduler.arbitration import ActionArbiter, ArbitrationPolicy, RateLimitRule
+from scheduler.escalations.access_tokens import ApiToken, token_sha256
 
 pytestmark = pytest.mark.integration
 TESTS = "tests"
@@ -248,8 +249,10 @@ async def test_people_see_the_brief_over_http_and_on_the_cli(flow: IncidentFlow,
     opened, outputs = await _awaiting(flow, hypothesis="the deploy [red]broke[/red] it")
     ask, incident_id = _one(outputs, ev.EscalationRaised), opened.incident_id or ""
     app = FastAPI()
-    app.include_router(approvals_router(incident_store, _Published()))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://coordination") as client:
+    viewer = ApiToken(name="vera", role="viewer", sha256=token_sha256("vera-token"))
+    app.include_router(approvals_router(incident_store, _Published(), [viewer]))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://coordination",
+                                 headers={"Authorization": "Bearer vera-token"}) as client:  # fmt: skip
         listed = {i["incident_id"]: i for i in (await client.get("/incidents")).json()}
         shown = (await client.get(f"/incidents/{incident_id}")).json()
         pending = {"action_id": ask.action_id, "action": "rollback_deploy", "target": opened.service,

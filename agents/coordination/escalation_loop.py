@@ -1,0 +1,163 @@
+"""The escalation loop: due escalation steps in, messages to people and EscalationNotified / ApprovalExpired out.
+
+Every `poll_every_s` the loop claims the due steps (durable timers, leased for `lease_s`) that coordination
+scheduled when a plan started waiting for a human. A step whose decision is no longer pending (answered, expired,
+the incident moved on) is completed without a word. Otherwise:
+
+- `notify` / `remind`: the tier's channels get the message concurrently, each with its own retries; one that fails
+  never holds up the others. The outcome of every channel travels in EscalationNotified.
+- `expire`: ApprovalExpired, with the policy's final outcome (deny, or keep waiting).
+
+The answer's event id is derived from the step, so a step fired again after a crash (between publishing and
+completing the timer) duplicates nothing in the incident; its message may reach people twice, never zero times.
+The timer is completed only after Kafka acknowledged the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Mapping
+
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from agents.coordination.decisions import pending_action
+from bus.events import ApprovalExpired, ChannelDelivery, EscalationNotified, Event
+from bus.incident_states import IncidentState
+from bus.producer import EventPublisher
+from knowledge.incident_store import IncidentRecord, IncidentStore
+from scheduler.clock import Clock, WallClock
+from scheduler.escalations.approval_links import ApprovalLinks
+from scheduler.escalations.delivery import deliver_all
+from scheduler.escalations.notifications import Channel, Notification
+from scheduler.escalations.policies import EscalationPolicies, EscalationPolicy
+from scheduler.timers import DurableTimers, Timer
+
+log = logging.getLogger(__name__)
+
+PRODUCER = "coordination-escalations"
+
+
+class EscalationLoop:
+    def __init__(
+        self,
+        timers: DurableTimers,
+        store: IncidentStore,
+        policies: EscalationPolicies,
+        channels: Mapping[str, Channel],
+        publisher: EventPublisher,
+        *,
+        owner: str,
+        public_url: str,
+        links: ApprovalLinks | None = None,
+        poll_every_s: float = 0.5,
+        lease_s: float = 120.0,
+        batch: int = 20,
+        clock: Clock | None = None,
+    ) -> None:
+        self._clock = clock or WallClock()
+        self._timers = timers
+        self._store = store
+        self._policies = {policy.name: policy for policy in [*policies.policies, policies.default]}
+        self._channels = channels
+        self._publisher = publisher
+        self._owner = owner
+        self._public_url = public_url.rstrip("/")
+        self._links = links
+        self._poll_every_s = poll_every_s
+        self._lease_s = lease_s
+        self._batch = batch
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fire due steps until `stop` is set (a task for `run_agent`)."""
+        while not stop.is_set():
+            await self.fire_due()
+            try:
+                await asyncio.wait_for(stop.wait(), self._poll_every_s)
+            except TimeoutError:
+                continue
+
+    async def fire_due(self) -> int:
+        """Claim the due steps and fire them concurrently; how many were claimed."""
+        try:
+            due = await self._timers.claim_due(self._owner, self._batch, self._lease_s)
+        except (RedisError, TimeoutError, ConnectionError):
+            log.warning("due escalation steps not claimed", exc_info=True)
+            return 0
+        async with asyncio.TaskGroup() as group:
+            for timer in due:
+                group.create_task(self._fire(timer))
+        return len(due)
+
+    async def _fire(self, timer: Timer) -> None:
+        try:
+            answer = await self.fire(timer)
+            if answer is not None:
+                await self._publisher.publish(answer)
+            await self._timers.complete(timer.timer_id, self._owner)
+        except Exception:  # the lease runs out and the step fires again; the loop goes on with the others
+            log.exception("escalation step not completed; it fires again", extra={"timer_id": timer.timer_id})
+
+    async def fire(self, timer: Timer) -> Event | None:
+        """The answer to one due step (after sending its messages), or None when its decision is not pending."""
+        payload = timer.payload
+        incident_id, action_id = payload.get("incident_id"), payload.get("action_id")
+        record = await self._store.get(str(incident_id)) if incident_id else None
+        policy = self._policies.get(str(payload.get("policy")))
+        context = {"timer_id": timer.timer_id, "incident_id": incident_id, "action_id": action_id}
+        if record is None or policy is None or not _awaiting(record, action_id):
+            log.info("escalation step no longer needed", extra=context)
+            return None
+        event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"opswarm:escalation:{timer.timer_id}"))
+        common = {"event_id": event_id, "produced_by": PRODUCER, "incident_id": record.incident_id,
+                  "action_id": action_id, "policy": policy.name}  # fmt: skip
+        try:
+            tier_index, reminder = int(payload["tier"]), int(payload.get("reminder", 0))
+        except (KeyError, TypeError, ValueError):
+            log.warning("escalation step unreadable; dropped", extra=context)
+            return None
+        if payload.get("kind") == "expire":
+            started = float(record.facts.get("escalation", {}).get("started_at", timer.due_at))
+            return ApprovalExpired(**common, waited_s=max(0.0, self._clock.now() - started),
+                                   outcome=policy.on_final_timeout)  # fmt: skip
+        tier = policy.tiers[min(tier_index, len(policy.tiers) - 1)]
+        notification = self.notification(record, policy, tier_index, reminder)
+        channels = [self._channels[name] for name in tier.channels if name in self._channels]
+        results = await deliver_all(channels, notification) if channels else []
+        log.info("escalation step sent", extra={**context, "tier": tier.name, "reminder": reminder,
+                                                "delivered": sum(r.status == "delivered" for r in results)})
+        try:
+            deliveries = [ChannelDelivery(channel=r.channel, status=r.status, attempts=r.attempts, error=r.error)
+                          for r in results]  # fmt: skip
+        except ValidationError:
+            deliveries = []
+        return EscalationNotified(**common, tier=tier.name, tier_index=tier_index, reminder=reminder,
+                                  recipients=list(tier.recipients), deliveries=deliveries)  # fmt: skip
+
+    def notification(self, record: IncidentRecord, policy: EscalationPolicy, tier_index: int, reminder: int
+                     ) -> Notification:  # fmt: skip
+        tier = policy.tiers[tier_index]
+        entry = pending_action(record) or {}
+        step, risk = entry.get("step", {}), entry.get("risk", {})
+        action_id = entry.get("action_id")
+        title = (f"Approve {step.get('action')} on {step.get('target')}? {risk.get('tier', '')} "
+                 f"{float(risk.get('score', 0)):.2f} · {record.title}")  # fmt: skip
+        links = {"page": f"{self._public_url}/approvals"}
+        if self._links is not None and action_id:
+            for decision in ("approve", "reject"):
+                token = self._links.make(record.incident_id, action_id, decision, f"{tier.name}-link")
+                links[decision] = f"{self._public_url}/approvals/links/{token}"
+        text = entry.get("brief") or f"{record.title} ({record.severity}) on {record.service}"
+        if tier_index:
+            text = f"Escalated to {tier.name}: no answer from {', '.join(t.name for t in policy.tiers[:tier_index])}." \
+                   f"\n{text}"  # fmt: skip
+        return Notification(
+            incident_id=record.incident_id, action_id=action_id, tier=tier.name, recipients=tuple(tier.recipients),
+            title=title, text=text, severity=record.severity, links=links, reminder=reminder,
+        )  # fmt: skip
+
+
+def _awaiting(record: IncidentRecord, action_id: object) -> bool:
+    return record.state is IncidentState.AWAITING_APPROVAL and record.facts.get("pending_action_id") == action_id
