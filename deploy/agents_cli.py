@@ -27,9 +27,11 @@ from rich.table import Table
 from bus.admin import ensure_topics
 from deploy.console_reports import _uptime  # the same format as `opswarm status`
 from deploy.localstack.processes import ProcessRecord, RunDir, spawn, tail, terminate
+from deploy.operator_credentials import OPERATOR, ensure_operator_credentials
 from deploy.settings import CHECKOUT_DIR, Settings
 from scheduler.agent_settings import AgentSettings
 from scheduler.agent_supervisor_state import AgentSpec, SupervisorSpec, SupervisorState, write_text_atomically
+from scheduler.escalations.access_tokens import ApiToken, token_sha256
 from scheduler.heartbeats import HeartbeatRecord, HeartbeatRegistry
 from scheduler.redis_area import DEFAULT_PREFIX
 
@@ -105,10 +107,28 @@ def agent_env(settings: Settings) -> dict[str, str]:
     if settings.llm.api_key is not None:
         llm["api_key"] = settings.llm.api_key.get_secret_value()
     env["OPSWARM_LLM"] = json.dumps(llm)
+    env.update(escalation_env(settings))
     if settings.qdrant_url:
         env["OPSWARM_QDRANT_URL"] = settings.qdrant_url
     if settings.qdrant_api_key is not None:
         env["OPSWARM_QDRANT_API_KEY"] = settings.qdrant_api_key.get_secret_value()
+    return env
+
+
+def escalation_env(settings: Settings) -> dict[str, str]:
+    """Coordination's escalation settings: the policy file, who may answer (the configured tokens and the local
+    operator's), and the link key."""
+    credentials = ensure_operator_credentials(settings.state_dir)
+    operator = ApiToken(name=OPERATOR, role="approver", sha256=token_sha256(credentials.token))
+    tokens = [*settings.api_tokens, operator]
+    secret = settings.link_secret.get_secret_value() if settings.link_secret is not None else credentials.link_secret
+    env = {
+        "OPSWARM_API_TOKENS": json.dumps([token.model_dump() for token in tokens]),
+        "OPSWARM_LINK_SECRET": secret,
+        "OPSWARM_PUBLIC_URL": f"http://127.0.0.1:{HTTP_PORTS['coordination']}",
+    }
+    if settings.escalation_policy_file is not None:
+        env["OPSWARM_ESCALATION_POLICY_FILE"] = str(settings.escalation_policy_file.resolve())
     return env
 
 

@@ -29,6 +29,7 @@ scenario_app = typer.Typer(no_args_is_help=True, help="Inject real faults and le
 console = Console(highlight=False)
 AGENTS = ("monitoring", "diagnosis", "coordination", "execution", "knowledge")
 _SCRAPE_WAIT_S = 30.0
+APPROVE_VIA = ("cli", "web", "none")
 
 
 @scenario_app.command("list")
@@ -47,6 +48,11 @@ def run_scenario(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="A scenario from `opswarm scenario list`."),
     timeout_s: float = typer.Option(90.0, "--timeout", help="Upper bound for each wait of the scenario."),
+    approve_via: str = typer.Option(
+        "cli", "--approve-via",
+        help="How an approval request is answered: cli (opswarm approve), web (the approvals page), or none (nobody "
+        "answers: the escalation policy walks its tiers and its final timeout decides; allow for it in --timeout).",
+    ),
 ) -> None:
     """Run one scenario against the live swarm; exit 1 unless it ends as expected."""
     settings: Settings = ctx.obj
@@ -54,15 +60,20 @@ def run_scenario(
     if scenario is None:
         typer.echo(f"no scenario {name!r}; known: {', '.join(SCENARIOS)}", err=True)
         raise typer.Exit(2)
+    if approve_via not in APPROVE_VIA:
+        typer.echo(f"--approve-via must be one of {', '.join(APPROVE_VIA)}, got {approve_via!r}", err=True)
+        raise typer.Exit(2)
     missing = asyncio.run(_missing_agents(settings))
     if missing:
         typer.echo(f"the swarm is not running ({', '.join(missing)} not beating); run `opswarm agents up`", err=True)
         raise typer.Exit(1)
-    result = asyncio.run(_run(settings, name, timeout_s))
+    result = asyncio.run(_run(settings, name, timeout_s, approve_via))
     for record in result.records:
         console.print(timeline_table(record))
         console.print(actions_table(record))
-    problems = _problems(result, scenario.expected_state)
+    # Unanswered, an approval ends as the escalation policy's final timeout decides: denied (PARKED) by default.
+    expected = "PARKED" if approve_via == "none" and scenario.asks_approval else scenario.expected_state
+    problems = _problems(result, expected)
     for problem in problems:
         typer.echo(f"unexpected: {problem}", err=True)
     typer.echo(result.line())
@@ -79,7 +90,7 @@ async def _missing_agents(settings: Settings) -> list[str]:
     return [agent for agent in AGENTS if agent not in live]
 
 
-async def _run(settings: Settings, name: str, timeout_s: float) -> ScenarioResult:
+async def _run(settings: Settings, name: str, timeout_s: float, approve_via: str = "cli") -> ScenarioResult:
     scenario = SCENARIOS[name]
     service = f"{name.split('-')[0]}-{uuid.uuid4().hex[:6]}"
     target = ScenarioTarget(settings, service, free_port(settings.stack.host))
@@ -88,7 +99,7 @@ async def _run(settings: Settings, name: str, timeout_s: float) -> ScenarioResul
         EventPublisher(settings.kafka, client_id="scenario") as publisher,
         incident_store(settings) as store,
     ):
-        run = ScenarioRun(name, settings, target, watch, publisher, store, console, timeout_s)
+        run = ScenarioRun(name, settings, target, watch, publisher, store, console, timeout_s, approve_via)
         try:
             run.say(f"scenario [bold]{name}[/bold]: {scenario.summary}")
             await target.deploy("v1")

@@ -17,6 +17,7 @@ from bus.bridge.settings import BridgeConfig
 from bus.config import KafkaConfig
 from knowledge.dense_embedders import EmbeddingConfig
 from knowledge.llm_client import LlmConfig
+from scheduler.escalations.access_tokens import ApiToken
 
 # The checkout this package runs from: set-up puts per-checkout tools (classpath, binaries) under it.
 CHECKOUT_DIR = Path(__file__).resolve().parent.parent
@@ -70,6 +71,11 @@ class Settings(BaseSettings):
     # The model of LLM diagnosis and postmortem drafts (OPSWARM_LLM__BASE_URL...), given to the agents; none: the
     # deterministic path.
     llm: LlmConfig = LlmConfig()
+    # Escalations, given to coordination: the policy file (YAML or TOML), API tokens besides the local operator's
+    # (generated under <state_dir>/approvals), and the key of approval links (generated there when not set).
+    escalation_policy_file: Path | None = None
+    api_tokens: list[ApiToken] = Field(default_factory=list)
+    link_secret: SecretStr | None = None
     # The knowledge agent's HTTP API, for `opswarm kb`; default: the local swarm's knowledge agent.
     knowledge_url: str | None = None
     # Where the swarm keeps its state: Redis key prefix, MongoDB database and incident collection.

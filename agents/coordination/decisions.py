@@ -57,6 +57,13 @@ async def request_decision(
         return DecisionRequest("missing", f"no incident {incident_id}")
     entry = pending_action(record)
     if record.state is not IncidentState.AWAITING_APPROVAL or entry is None:
+        escalation = record.facts.get("escalation") or {}
+        if escalation.get("expired_at") is not None:
+            return DecisionRequest(
+                "not_awaiting",
+                f"the approval for incident {incident_id} expired after {escalation.get('waited_s', 0):g} s without "
+                f"an answer (policy {escalation.get('policy')}); it is {record.state} now: decision refused",
+            )
         return DecisionRequest(
             "not_awaiting",
             f"incident {incident_id} is {record.state}, not awaiting a decision",

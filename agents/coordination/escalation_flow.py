@@ -143,11 +143,11 @@ class Escalations:
         tiers = ", ".join(facts.get("tiers", []))
         if event.outcome == "keep_waiting":
             facts.update(tiers_exhausted_at=event.occurred_at.timestamp())
-            change.note("escalation", f"no answer from {tiers} within {event.waited_s:g} s; the policy keeps the "
+            change.note("escalation", f"no answer from {tiers} within {event.waited_s:.0f} s; the policy keeps the "
                         "action waiting, no tier is asked any more", POLICY_ACTOR)  # fmt: skip
             return
         facts.update(expired_at=event.occurred_at.timestamp(), waited_s=round(event.waited_s, 1))
-        reason = f"nobody answered within {event.waited_s:g} s (tiers {tiers}): denied by policy {event.policy}"
+        reason = f"nobody answered within {event.waited_s:.0f} s (tiers {tiers}): denied by policy {event.policy}"
         change.note("escalation", reason, POLICY_ACTOR)
         entry = action_entry(change, pending)
         if entry is not None:

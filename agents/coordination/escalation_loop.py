@@ -38,6 +38,9 @@ from scheduler.timers import DurableTimers, Timer
 log = logging.getLogger(__name__)
 
 PRODUCER = "coordination-escalations"
+# States an incident passes before its plan waits for a human; a step finding one of them came too early.
+_BEFORE_APPROVAL = frozenset({IncidentState.NEW, IncidentState.DIAGNOSING, IncidentState.PLANNED})
+_CATCH_UP_S = 60.0
 
 
 class EscalationLoop:
@@ -93,12 +96,31 @@ class EscalationLoop:
 
     async def _fire(self, timer: Timer) -> None:
         try:
+            if await self._not_yet(timer):
+                return
             answer = await self.fire(timer)
             if answer is not None:
                 await self._publisher.publish(answer)
             await self._timers.complete(timer.timer_id, self._owner)
         except Exception:  # the lease runs out and the step fires again; the loop goes on with the others
             log.exception("escalation step not completed; it fires again", extra={"timer_id": timer.timer_id})
+
+    async def _not_yet(self, timer: Timer) -> bool:
+        """True (and the step is put back for a moment) when the incident has not caught up with the step yet.
+
+        Coordination schedules the steps while applying the event that makes the plan wait, just before that change
+        is committed: a step due at once can be claimed before the incident says it waits. Such a step is retried
+        for up to a minute, not dropped."""
+        payload = timer.payload
+        record = await self._store.get(str(payload.get("incident_id", "")))
+        waiting_for = (record.facts.get("escalation") or {}).get("action_id") if record is not None else None
+        early = record is None or record.state in _BEFORE_APPROVAL
+        if waiting_for == payload.get("action_id") or not early or self._clock.now() - timer.due_at > _CATCH_UP_S:
+            return False
+        await self._timers.complete(timer.timer_id, self._owner)
+        await self._timers.schedule(timer.timer_id, self._clock.now() + self._poll_every_s, payload)
+        log.info("escalation step ahead of its incident; retried", extra={"timer_id": timer.timer_id})
+        return True
 
     async def fire(self, timer: Timer) -> Event | None:
         """The answer to one due step (after sending its messages), or None when its decision is not pending."""

@@ -30,31 +30,32 @@ def ensure_token(settings: Settings) -> Path:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     wanted = settings.bridge.token.get_secret_value().strip() if settings.bridge.token is not None else ""
     if wanted:
-        if _read(path) != wanted:
-            _write(path, wanted, replace=True)
-    elif not _read(path):
+        if read_secret_file(path) != wanted:
+            write_secret_file(path, wanted, replace=True)
+    elif not read_secret_file(path):
         # Generated once: if another `up` got there first, its token is kept (the link below refuses to replace).
-        _write(path, secrets.token_urlsafe(_TOKEN_BYTES), replace=False)
+        write_secret_file(path, secrets.token_urlsafe(_TOKEN_BYTES), replace=False)
     os.chmod(path, 0o600)  # also a file put there by hand
     return path
 
 
 def read_token(state_dir: Path) -> str:
     """The token in the file; ValueError when there is none (ensure_token was not called)."""
-    token = _read(token_file(state_dir))
+    token = read_secret_file(token_file(state_dir))
     if not token:
         raise ValueError(f"no bridge token in {token_file(state_dir)}")
     return token
 
 
-def _read(path: Path) -> str:
+def read_secret_file(path: Path) -> str:
+    """The file's content, stripped; "" when there is no file."""
     try:
         return path.read_text().strip()
     except FileNotFoundError:
         return ""
 
 
-def _write(path: Path, token: str, *, replace: bool) -> None:
+def write_secret_file(path: Path, token: str, *, replace: bool) -> None:
     """Write `token` to a private temporary file next to `path`, then move it in whole (replace) or link it in only
     if `path` does not exist yet (no replace)."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
@@ -66,7 +67,7 @@ def _write(path: Path, token: str, *, replace: bool) -> None:
         if replace:
             os.replace(partial, path)
         else:
-            if path.exists() and not _read(path):
+            if path.exists() and not read_secret_file(path):
                 path.unlink()  # an empty file left by an interrupted writer is no token
             with contextlib.suppress(FileExistsError):
                 os.link(partial, path)

@@ -22,6 +22,8 @@ class Scenario:
     summary: str
     expected_state: str
     play: Callable[[ScenarioRun], Awaitable[list[IncidentRecord]]]
+    # Whether it waits for a human's approval (answered as `--approve-via` says).
+    asks_approval: bool = False
 
 
 async def service_down(run: ScenarioRun) -> list[IncidentRecord]:
@@ -122,7 +124,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("disk-full", "old files fill the disk; cleaned inside the allowlist only, verified", "CLOSED",
                  disk_full),
         Scenario("bad-deploy", "errors right after a deploy; rollback approved on the CLI, verified", "CLOSED",
-                 bad_deploy),
+                 bad_deploy, asks_approval=True),
         Scenario("db-corruption", "data corruption; failover/deletion are FORBIDDEN: escalated, nothing run",
                  "PARKED", db_corruption),
         Scenario("restart-storm", "the target keeps crashing; the 4th restart within the hour is refused", "PARKED",

@@ -30,9 +30,13 @@ from bus.events import (
 )
 from bus.incident_states import IncidentState
 from bus.producer import EventPublisher
+from deploy.agents_cli import HTTP_PORTS
+from deploy.operator_credentials import OPERATOR as OPERATOR_NAME
+from deploy.operator_credentials import ensure_operator_credentials
 from deploy.prometheus_targets import wait_for_series
 from deploy.scenarios.swarm_watch import SwarmWatch
 from deploy.scenarios.targets import ScenarioTarget
+from deploy.scenarios.web_approval import approve_on_page
 from deploy.settings import CHECKOUT_DIR, Settings
 from knowledge.incident_store import IncidentRecord, IncidentStore
 
@@ -51,6 +55,8 @@ class ScenarioRun:
     store: IncidentStore
     console: Console
     timeout_s: float
+    # How the scenario answers an approval request: cli (`opswarm approve`), web (the approvals page), none.
+    approve_via: str = "cli"
     incidents: list[str] = field(default_factory=list)
     fired: list[AlertReceived] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
@@ -137,6 +143,12 @@ class ScenarioRun:
         self.say(f"approval requested: {escalation.reason}" + (f" [{risk.tier} {risk.score:.2f}]" if risk else ""))
         if escalation.brief:
             self.say("approver's brief:\n" + escape(escalation.brief))
+        if self.approve_via == "none":
+            self.say("nobody answers ([bold]--approve-via none[/bold]): the escalation policy takes its course")
+            return
+        if self.approve_via == "web":
+            await self._approve_on_page(incident_id)
+            return
         argv = [sys.executable, "-m", "deploy.cli", "approve", incident_id, "--by", OPERATOR, "-m", f"{self.name}"]
         self.say(f"[bold]$ opswarm approve {incident_id} --by {OPERATOR} -m {self.name}[/bold]")
         process = await asyncio.create_subprocess_exec(
@@ -146,6 +158,14 @@ class ScenarioRun:
         self.say(output.decode().strip())
         if process.returncode != 0:
             raise RuntimeError(f"opswarm approve exited {process.returncode}: {output.decode().strip()}")
+
+    async def _approve_on_page(self, incident_id: str) -> None:
+        base = f"http://127.0.0.1:{HTTP_PORTS['coordination']}"
+        token = ensure_operator_credentials(self.settings.state_dir).token
+        self.say(f"[bold]approving on {base}/approvals as {OPERATOR_NAME}[/bold]")
+        comment = f"{self.name} (approvals page)"
+        said = await approve_on_page(base, token, incident_id, comment, timeout_s=self.timeout_s)
+        self.say(f"the page says: {escape(said)}")
 
     async def settled(self, incident_id: str) -> IncidentRecord:
         """Wait until coordination parks or closes the incident; its record then."""

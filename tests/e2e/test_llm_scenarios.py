@@ -51,9 +51,11 @@ async def model(swarm) -> AsyncIterator[LlmStub]:  # noqa: ANN001
             await restart_agents(swarm.env)
 
 
-async def bad_deploy(swarm, store: IncidentStore) -> tuple[dict[str, str], IncidentRecord]:  # noqa: ANN001
+async def bad_deploy(
+    env: dict[str, str], store: IncidentStore, *options: str
+) -> tuple[dict[str, str], IncidentRecord]:
     """`opswarm scenario run bad-deploy`: its last line's figures, and its incident as coordination recorded it."""
-    result = await run_opswarm("scenario", "run", "bad-deploy", env=swarm.env, timeout_s=240)
+    result = await run_opswarm("scenario", "run", "bad-deploy", *options, env=env, timeout_s=240)
     assert result.returncode == 0, result.describe()
     (record,) = await records(store, result)
     return scenario_line(result), record
@@ -63,7 +65,7 @@ async def test_bad_deploy_with_a_model_reaches_the_verified_end_and_shows_the_co
     swarm, model: LlmStub, swarm_store: IncidentStore  # noqa: ANN001
 ) -> None:
     model.responder = playbook_model
-    line, record = await bad_deploy(swarm, swarm_store)
+    line, record = await bad_deploy(swarm.env, swarm_store)
     assert (line["state"], line["actions"], line["approvals"], line["verified"]) == ("CLOSED", "1", "1", "true")
     assert executed_actions(record) == ["rollback_deploy"]
     assert record.facts["diagnosis"]["method"] == "llm"
@@ -96,7 +98,7 @@ async def test_a_model_that_plans_forbidden_actions_gets_none_of_them_run(
     swarm, model: LlmStub, swarm_store: IncidentStore  # noqa: ANN001
 ) -> None:
     model.responder = forbidden_model
-    line, record = await bad_deploy(swarm, swarm_store)
+    line, record = await bad_deploy(swarm.env, swarm_store)
     # The model's plan never reached coordination: the playbook's rollback did, approved and verified.
     assert (line["state"], line["forbidden"], line["verified"]) == ("CLOSED", "0", "true")
     assert not FORBIDDEN & set(executed_actions(record)) and "run_shell" not in executed_actions(record)

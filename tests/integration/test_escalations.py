@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request, Response
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from agents.coordination.decisions import request_decision
 from agents.coordination.escalation_flow import Escalations
 from agents.coordination.escalation_loop import EscalationLoop
 from agents.coordination.incident_flow import CoordinationPolicy, IncidentFlow
@@ -148,6 +149,11 @@ def decision(opened: ev.IncidentOpened, action_id: str, by: str, verdict: str = 
                                decision=verdict, decided_by=by, comment="looked at it", via="api")  # type: ignore[arg-type]
 
 
+class NoPublisher:
+    async def publish(self, event: ev.Event) -> object:
+        raise AssertionError(f"nothing should be published, got {event.type}")
+
+
 def escalation_notes(record: IncidentRecord) -> list[str]:
     """The escalation's steps in the timeline (after the request for approval itself)."""
     notes = [e.summary for e in record.timeline if e.kind in ("escalation", "notification")]
@@ -195,6 +201,10 @@ async def test_silence_walks_every_tier_and_the_final_timeout_denies(rig_for, re
     [refused] = [e for e in record.audit if e.action == "decision_refused"]
     assert refused.detail["reason"] == "the approval expired after 120 s without an answer; decision refused"
     assert record.state is S.PARKED and await rig.tick(600) == []
+    # The CLI and the API say so before sending anything.
+    told = await request_decision(rig.store, NoPublisher(), incident_id, "approve", "alice")
+    assert (told.status, told.message) == ("not_awaiting", f"the approval for incident {incident_id} expired after "
+                                           "120 s without an answer (policy prod); it is PARKED now: decision refused")
 
 
 async def test_an_answer_stops_the_escalation(rig_for, receiver: Receiver) -> None:  # noqa: ANN001
@@ -288,3 +298,34 @@ async def test_a_failing_channel_is_recorded_and_the_escalation_goes_on(rig_for,
     receiver.failing = False
     assert await rig.tick(30) == ["escalation.notified"]
     assert len(receiver.bodies) == 1
+
+
+async def test_a_step_ahead_of_its_incident_is_retried_not_dropped(rig_for, receiver: Receiver) -> None:  # noqa: ANN001
+    # Coordination schedules the steps just before committing the change that makes the plan wait: the loop may
+    # claim the first one while the incident still reads DIAGNOSING.
+    rig = rig_for(policies(receiver))
+    service = f"svc-{uuid.uuid4().hex[:6]}"
+    opened = ev.IncidentOpened(produced_by="monitoring", incident_id=f"inc-{uuid.uuid4().hex[:10]}",
+                               fingerprint=uuid.uuid4().hex[:16], title=f"X on {service}", service=service,
+                               severity="critical")  # fmt: skip
+    await rig.flow.handle(opened)
+    payload = {"incident_id": opened.incident_id, "action_id": "act-1", "policy": "prod", "kind": "notify",
+               "tier": 0, "reminder": 0}  # fmt: skip
+    await rig.timers.schedule("esc:early", rig.clock.now(), payload)
+
+    [claimed] = await rig.timers.claim_due(OWNER, 20, 60)
+    await rig.loop._fire(claimed)  # the rig's loop has no publisher: publishing anything would fail the test
+    assert await rig.timers.pending() == 1 and receiver.bodies == []
+    rig.clock.advance(1)
+    [again] = await rig.timers.claim_due(OWNER, 20, 60)
+    assert again.timer_id == "esc:early"
+
+    # A step that never finds its incident waiting gives up after a minute.
+    await rig.timers.complete(again.timer_id, OWNER)
+    await rig.timers.schedule("esc:early", rig.clock.now(), payload)
+    rig.clock.advance(61)
+    [late] = await rig.timers.claim_due(OWNER, 20, 60)
+    late_due = late.due_at
+    assert rig.clock.now() - late_due > 60
+    await rig.loop._fire(late)
+    assert await rig.timers.pending() == 0 and receiver.bodies == []

@@ -9,9 +9,11 @@ import pytest
 from pydantic import SecretStr
 
 from deploy.agents_cli import AGENT_NAMES, agent_rows, supervisor_spec
+from deploy.operator_credentials import ensure_operator_credentials
 from deploy.settings import Settings
 from knowledge.llm_client import LlmConfig
 from scheduler.agent_supervisor_state import AgentRunState, SupervisorSpec, SupervisorState
+from scheduler.escalations.access_tokens import ApiToken, token_sha256
 from scheduler.heartbeats import HeartbeatRecord
 
 NOW = 1_000_000.0
@@ -53,6 +55,22 @@ def test_the_agents_get_the_clis_model_settings_secret_included(tmp_path: Path, 
         given = LlmConfig.model_validate_json(agent.env["OPSWARM_LLM"])
         assert (given.base_url, given.model, given.enabled) == (base_url, "m", base_url is not None)
         assert given.api_key is not None and given.api_key.get_secret_value() == "sk-test"
+
+
+def test_coordination_gets_the_escalation_settings_and_the_local_operators_token(tmp_path: Path) -> None:
+    alice = ApiToken(name="alice", role="viewer", sha256="a" * 64)
+    settings = _settings(tmp_path).model_copy(update={"api_tokens": [alice],
+                                                      "escalation_policy_file": Path("deploy/x.yaml")})  # fmt: skip
+    env = supervisor_spec(settings, ["coordination"], {}).agents[0].env
+    credentials = ensure_operator_credentials(tmp_path)
+    tokens = [ApiToken.model_validate(t) for t in json.loads(env["OPSWARM_API_TOKENS"])]
+    assert tokens == [alice, ApiToken(name="local-operator", role="approver", sha256=token_sha256(credentials.token))]
+    assert env["OPSWARM_LINK_SECRET"] == credentials.link_secret and len(credentials.link_secret) >= 32
+    assert env["OPSWARM_ESCALATION_POLICY_FILE"] == str(Path("deploy/x.yaml").resolve())
+    for name in ("operator-token", "link-secret"):
+        assert oct((tmp_path / "approvals" / name).stat().st_mode & 0o777) == "0o600"
+    # Kept: the agents and `scenario run --approve-via web` agree on the same token across runs.
+    assert ensure_operator_credentials(tmp_path) == credentials
 
 
 def test_only_and_extra_env_narrow_and_override(tmp_path: Path) -> None:
