@@ -361,6 +361,8 @@ class EscalationNotified(Event):
     reminder: int = Field(default=0, ge=0)
     recipients: list[str] = Field(default_factory=list)
     deliveries: list[ChannelDelivery] = Field(default_factory=list)
+    # True: not a request but the word that it is closed (answered or denied), to the tiers asked before.
+    resolved: bool = False
 
 
 class ApprovalExpired(Event):

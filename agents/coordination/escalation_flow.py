@@ -104,7 +104,31 @@ class Escalations:
                     "approver", event.decided_by)  # fmt: skip
         return True
 
+    async def answered(self, change: IncidentChange, action_id: str | None, outcome: str) -> None:
+        """The decision is made (or denied by the policy): tell the tiers that were asked, so that their pages and
+        messages close (a PagerDuty incident resolves). A step of its own, durable like the others."""
+        facts = change.facts.get("escalation")
+        if not facts or facts.get("action_id") != action_id or facts.get("closed"):
+            return
+        facts["closed"] = outcome
+        asked = sorted(set(facts.get("asked_tiers", [])))
+        if self._timers is None or not asked:
+            return
+        payload = {"incident_id": change.record.incident_id, "action_id": action_id, "policy": facts["policy"],
+                   "kind": "resolve", "tier": max(asked), "reminder": 0, "tiers": asked, "outcome": outcome}  # fmt: skip
+        timer_id = f"esc:{change.record.incident_id}:{action_id}:resolve"
+        await self._timers.schedule(timer_id, self._clock.now(), payload)
+
     def notified(self, change: IncidentChange, event: EscalationNotified) -> None:
+        if event.resolved:
+            told = "; ".join(f"{d.channel} {d.status}" for d in event.deliveries) or "no channel"
+            change.note("notification", f"told {event.tier} the request is closed: {told}", POLICY_ACTOR)
+            change.record_audit("escalation_resolved", {"tier": event.tier, "deliveries": [
+                d.model_dump(mode="json") for d in event.deliveries]}, actor=POLICY_ACTOR)  # fmt: skip
+            return
+        facts = change.facts.get("escalation")
+        if facts is not None and facts.get("action_id") == event.action_id:
+            facts["asked_tiers"] = sorted({*facts.get("asked_tiers", []), event.tier_index})
         pending = change.state is S.AWAITING_APPROVAL and change.facts.get("pending_action_id") == event.action_id
         detail = {
             "policy": event.policy, "tier": event.tier, "tier_index": event.tier_index, "reminder": event.reminder,
@@ -131,7 +155,7 @@ class Escalations:
             change.note("notification", f"{event.tier}: no channel configured; the approvals page shows it",
                         POLICY_ACTOR)  # fmt: skip
 
-    def expired(self, change: IncidentChange, event: ApprovalExpired) -> None:
+    async def expired(self, change: IncidentChange, event: ApprovalExpired) -> None:
         facts = change.facts.get("escalation")
         pending = change.facts.get("pending_action_id")
         if change.state is not S.AWAITING_APPROVAL or pending != event.action_id or not facts:
@@ -149,6 +173,7 @@ class Escalations:
         facts.update(expired_at=event.occurred_at.timestamp(), waited_s=round(event.waited_s, 1))
         reason = f"nobody answered within {event.waited_s:.0f} s (tiers {tiers}): denied by policy {event.policy}"
         change.note("escalation", reason, POLICY_ACTOR)
+        await self.answered(change, pending, f"denied by policy {event.policy}: nobody answered")
         entry = action_entry(change, pending)
         if entry is not None:
             entry["status"] = "rejected"

@@ -115,7 +115,8 @@ class EscalationLoop:
         record = await self._store.get(str(payload.get("incident_id", "")))
         waiting_for = (record.facts.get("escalation") or {}).get("action_id") if record is not None else None
         early = record is None or record.state in _BEFORE_APPROVAL
-        if waiting_for == payload.get("action_id") or not early or self._clock.now() - timer.due_at > _CATCH_UP_S:
+        caught_up = waiting_for == payload.get("action_id") or not early
+        if payload.get("kind") == "resolve" or caught_up or self._clock.now() - timer.due_at > _CATCH_UP_S:
             return False
         await self._timers.complete(timer.timer_id, self._owner)
         await self._timers.schedule(timer.timer_id, self._clock.now() + self._poll_every_s, payload)
@@ -129,6 +130,8 @@ class EscalationLoop:
         record = await self._store.get(str(incident_id)) if incident_id else None
         policy = self._policies.get(str(payload.get("policy")))
         context = {"timer_id": timer.timer_id, "incident_id": incident_id, "action_id": action_id}
+        if record is not None and policy is not None and payload.get("kind") == "resolve":
+            return await self._resolve(record, policy, payload, timer)
         if record is None or policy is None or not _awaiting(record, action_id):
             log.info("escalation step no longer needed", extra=context)
             return None
@@ -157,6 +160,30 @@ class EscalationLoop:
             deliveries = []
         return EscalationNotified(**common, tier=tier.name, tier_index=tier_index, reminder=reminder,
                                   recipients=list(tier.recipients), deliveries=deliveries)  # fmt: skip
+
+    async def _resolve(
+        self, record: IncidentRecord, policy: EscalationPolicy, payload: dict, timer: Timer
+    ) -> EscalationNotified:
+        """Tell the tiers that were asked that the request is closed, through the channels they were asked on."""
+        tiers = [policy.tiers[i] for i in sorted(set(payload.get("tiers", []))) if 0 <= i < len(policy.tiers)]
+        names = list(dict.fromkeys(name for tier in tiers for name in tier.channels if name in self._channels))
+        recipients = list(dict.fromkeys(r for tier in tiers for r in tier.recipients))
+        outcome = str(payload.get("outcome", "closed"))
+        notification = Notification(
+            incident_id=record.incident_id, action_id=payload.get("action_id"),
+            tier=", ".join(t.name for t in tiers), recipients=tuple(recipients),
+            title=f"Closed: {outcome} · {record.title}", text=f"The request is closed: {outcome}.",
+            severity=record.severity, links={"page": f"{self._public_url}/approvals"}, kind="resolved",
+        )  # fmt: skip
+        results = await deliver_all([self._channels[name] for name in names], notification) if names else []
+        return EscalationNotified(
+            event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"opswarm:escalation:{timer.timer_id}")),
+            produced_by=PRODUCER, incident_id=record.incident_id, action_id=payload.get("action_id"),
+            policy=policy.name, tier=notification.tier or "none", tier_index=max(payload.get("tiers", [0]) or [0]),
+            recipients=recipients, resolved=True,
+            deliveries=[ChannelDelivery(channel=r.channel, status=r.status, attempts=r.attempts, error=r.error)
+                        for r in results],
+        )  # fmt: skip
 
     def notification(self, record: IncidentRecord, policy: EscalationPolicy, tier_index: int, reminder: int
                      ) -> Notification:  # fmt: skip

@@ -113,7 +113,7 @@ class IncidentFlow:
             case EscalationNotified():
                 self._escalations.notified(change, event)
             case ApprovalExpired():
-                self._escalations.expired(change, event)
+                await self._escalations.expired(change, event)
             case ActionExecuted():
                 await self._executed(change, event)
             case ActionFailed():
@@ -320,6 +320,8 @@ class IncidentFlow:
         )
         change.facts.pop("pending_action_id", None)
         change.count("approvals" if event.decision == "approve" else "rejections")
+        verdict = "approved" if event.decision == "approve" else "rejected"
+        await self._escalations.answered(change, pending, f"{verdict} by {event.decided_by} via {event.via or 'cli'}")
         if event.decision == "reject":
             entry = action_entry(change, pending)
             entry["status"] = "rejected"

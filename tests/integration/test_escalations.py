@@ -200,7 +200,15 @@ async def test_silence_walks_every_tier_and_the_final_timeout_denies(rig_for, re
     record = await rig.record(incident_id)
     [refused] = [e for e in record.audit if e.action == "decision_refused"]
     assert refused.detail["reason"] == "the approval expired after 120 s without an answer; decision refused"
-    assert record.state is S.PARKED and await rig.tick(600) == []
+    assert record.state is S.PARKED
+    # The tiers that were asked hear that it is closed (one message per channel), then nothing more happens.
+    assert await rig.tick() == ["escalation.notified"]
+    closing = receiver.bodies[-1]
+    assert (closing["type"], len(receiver.bodies)) == ("opswarm.approval_resolved", 4)
+    assert "denied by policy prod" in closing["text"]
+    record = await rig.record(incident_id)
+    assert escalation_notes(record)[-1] == "told on-call, secondary the request is closed: hook delivered"
+    assert await rig.tick(600) == []
     # The CLI and the API say so before sending anything.
     told = await request_decision(rig.store, NoPublisher(), incident_id, "approve", "alice")
     assert (told.status, told.message) == ("not_awaiting", f"the approval for incident {incident_id} expired after "
@@ -213,8 +221,11 @@ async def test_an_answer_stops_the_escalation(rig_for, receiver: Receiver) -> No
     assert await rig.tick() == ["escalation.notified"]
     outputs = await rig.flow.handle(decision(opened, action_id, "alice"))
     assert [e.type for e in outputs if e.type == "action.approved"] == ["action.approved"]
+    assert await rig.tick() == ["escalation.notified"]  # on-call hears it is closed
+    assert [b["type"] for b in receiver.bodies] == ["opswarm.approval_requested", "opswarm.approval_resolved"]
+    assert "approved by alice via api" in receiver.bodies[-1]["text"]
     assert await rig.tick(600) == []  # every later step finds nothing pending
-    assert len(receiver.bodies) == 1 and await rig.timers.pending() == 0
+    assert await rig.timers.pending() == 0
 
 
 async def test_keep_waiting_stops_asking_but_still_takes_an_answer(rig_for, receiver: Receiver) -> None:  # noqa: ANN001
