@@ -9,12 +9,14 @@ at-least-once, and a timer is done exactly once. Keys: `<prefix>:timers:{due,inf
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from scheduler.clock import Clock, WallClock
 from scheduler.redis_area import (
@@ -171,3 +173,31 @@ class DurableTimers:
     async def pending(self) -> int:
         """How many timers exist, waiting or claimed."""
         return int(await self._area.run("timers.pending", self._area.redis.hlen(self._keys[3])))
+
+
+async def fire_due(
+    timers: DurableTimers, owner: str, fire: Callable[[Timer], Awaitable[None]], *, batch: int, lease_s: float,
+    what: str,
+) -> int:  # fmt: skip
+    """Claim up to `batch` due timers for `owner` and `fire` them concurrently; how many were claimed (0 when
+    Redis could not be asked: the next round tries again). `fire` must not raise: a timer it leaves uncompleted
+    fires again once its lease runs out."""
+    try:
+        due = await timers.claim_due(owner, batch, lease_s)
+    except (RedisError, TimeoutError, ConnectionError):
+        log.warning("due timers not claimed", extra={"what": what, "owner": owner}, exc_info=True)
+        return 0
+    async with asyncio.TaskGroup() as group:
+        for timer in due:
+            group.create_task(fire(timer))
+    return len(due)
+
+
+async def poll_due(stop: asyncio.Event, every_s: float, round_: Callable[[], Awaitable[int]]) -> None:
+    """Run `round_` (a `fire_due` round), then wait `every_s` or until `stop`, until `stop` is set."""
+    while not stop.is_set():
+        await round_()
+        try:
+            await asyncio.wait_for(stop.wait(), every_s)
+        except TimeoutError:
+            continue

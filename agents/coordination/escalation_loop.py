@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Mapping
 
 from pydantic import ValidationError
-from redis.exceptions import RedisError
 
 from agents.coordination.decisions import pending_action
 from bus.events import ApprovalExpired, ChannelDelivery, EscalationNotified, Event
@@ -33,7 +32,7 @@ from scheduler.escalations.approval_links import ApprovalLinks
 from scheduler.escalations.delivery import deliver_all
 from scheduler.escalations.notifications import Channel, Notification
 from scheduler.escalations.policies import EscalationPolicies, EscalationPolicy
-from scheduler.timers import DurableTimers, Timer
+from scheduler.timers import DurableTimers, Timer, fire_due, poll_due
 
 log = logging.getLogger(__name__)
 
@@ -75,44 +74,36 @@ class EscalationLoop:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fire due steps until `stop` is set (a task for `run_agent`)."""
-        while not stop.is_set():
-            await self.fire_due()
-            try:
-                await asyncio.wait_for(stop.wait(), self._poll_every_s)
-            except TimeoutError:
-                continue
+        await poll_due(stop, self._poll_every_s, self.fire_due)
 
     async def fire_due(self) -> int:
         """Claim the due steps and fire them concurrently; how many were claimed."""
-        try:
-            due = await self._timers.claim_due(self._owner, self._batch, self._lease_s)
-        except (RedisError, TimeoutError, ConnectionError):
-            log.warning("due escalation steps not claimed", exc_info=True)
-            return 0
-        async with asyncio.TaskGroup() as group:
-            for timer in due:
-                group.create_task(self._fire(timer))
-        return len(due)
+        return await fire_due(self._timers, self._owner, self._fire, batch=self._batch, lease_s=self._lease_s,
+                              what="escalation")  # fmt: skip
 
     async def _fire(self, timer: Timer) -> None:
         try:
-            if await self._not_yet(timer):
+            record = await self._record_of(timer)
+            if await self._not_yet(timer, record):
                 return
-            answer = await self.fire(timer)
+            answer = await self.fire(timer, record)
             if answer is not None:
                 await self._publisher.publish(answer)
             await self._timers.complete(timer.timer_id, self._owner)
         except Exception:  # the lease runs out and the step fires again; the loop goes on with the others
             log.exception("escalation step not completed; it fires again", extra={"timer_id": timer.timer_id})
 
-    async def _not_yet(self, timer: Timer) -> bool:
+    async def _record_of(self, timer: Timer) -> IncidentRecord | None:
+        incident_id = timer.payload.get("incident_id")
+        return await self._store.get(str(incident_id)) if incident_id else None
+
+    async def _not_yet(self, timer: Timer, record: IncidentRecord | None) -> bool:
         """True (and the step is put back for a moment) when the incident has not caught up with the step yet.
 
         Coordination schedules the steps while applying the event that makes the plan wait, just before that change
         is committed: a step due at once can be claimed before the incident says it waits. Such a step is retried
         for up to a minute, not dropped."""
         payload = timer.payload
-        record = await self._store.get(str(payload.get("incident_id", "")))
         waiting_for = (record.facts.get("escalation") or {}).get("action_id") if record is not None else None
         early = record is None or record.state in _BEFORE_APPROVAL
         caught_up = waiting_for == payload.get("action_id") or not early
@@ -123,11 +114,13 @@ class EscalationLoop:
         log.info("escalation step ahead of its incident; retried", extra={"timer_id": timer.timer_id})
         return True
 
-    async def fire(self, timer: Timer) -> Event | None:
-        """The answer to one due step (after sending its messages), or None when its decision is not pending."""
+    async def fire(self, timer: Timer, record: IncidentRecord | None = None) -> Event | None:
+        """The answer to one due step (after sending its messages), or None when its decision is not pending.
+        `record`: the incident as just read (read here when not given)."""
         payload = timer.payload
         incident_id, action_id = payload.get("incident_id"), payload.get("action_id")
-        record = await self._store.get(str(incident_id)) if incident_id else None
+        if record is None:
+            record = await self._record_of(timer)
         policy = self._policies.get(str(payload.get("policy")))
         context = {"timer_id": timer.timer_id, "incident_id": incident_id, "action_id": action_id}
         if record is not None and policy is not None and payload.get("kind") == "resolve":
@@ -135,8 +128,7 @@ class EscalationLoop:
         if record is None or policy is None or not _awaiting(record, action_id):
             log.info("escalation step no longer needed", extra=context)
             return None
-        event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"opswarm:escalation:{timer.timer_id}"))
-        common = {"event_id": event_id, "produced_by": PRODUCER, "incident_id": record.incident_id,
+        common = {"event_id": _answer_id(timer), "produced_by": PRODUCER, "incident_id": record.incident_id,
                   "action_id": action_id, "policy": policy.name}  # fmt: skip
         try:
             tier_index, reminder = int(payload["tier"]), int(payload.get("reminder", 0))
@@ -177,7 +169,7 @@ class EscalationLoop:
         )  # fmt: skip
         results = await deliver_all([self._channels[name] for name in names], notification) if names else []
         return EscalationNotified(
-            event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"opswarm:escalation:{timer.timer_id}")),
+            event_id=_answer_id(timer),
             produced_by=PRODUCER, incident_id=record.incident_id, action_id=payload.get("action_id"),
             policy=policy.name, tier=notification.tier or "none", tier_index=max(payload.get("tiers", [0]) or [0]),
             recipients=recipients, resolved=True,
@@ -206,6 +198,11 @@ class EscalationLoop:
             incident_id=record.incident_id, action_id=action_id, tier=tier.name, recipients=tuple(tier.recipients),
             title=title, text=text, severity=record.severity, links=links, reminder=reminder,
         )  # fmt: skip
+
+
+def _answer_id(timer: Timer) -> str:
+    """The event id of a step's answer: the same every time the step fires, so a repeat duplicates nothing."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"opswarm:escalation:{timer.timer_id}"))
 
 
 def _awaiting(record: IncidentRecord, action_id: object) -> bool:

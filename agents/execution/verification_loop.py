@@ -22,7 +22,6 @@ import logging
 from typing import Any
 
 from pydantic import ValidationError
-from redis.exceptions import RedisError
 
 from agents.execution.action_runs import PRODUCER, approval_context, derived_event_id, roll_back
 from agents.execution.run_once import RunOnce
@@ -31,7 +30,7 @@ from bus.producer import EventPublisher
 from execution.executor import ActionExecutor
 from execution.prometheus_queries import MetricsQueries
 from execution.verification import verify
-from scheduler.timers import DurableTimers, Timer
+from scheduler.timers import DurableTimers, Timer, fire_due, poll_due
 
 log = logging.getLogger(__name__)
 
@@ -67,24 +66,12 @@ class VerificationLoop:
     async def run(self, stop: asyncio.Event) -> None:
         """Verify due timers until `stop` is set (a task for `run_agent`)."""
         async with self._publisher:
-            while not stop.is_set():
-                await self.verify_due()
-                try:
-                    await asyncio.wait_for(stop.wait(), self._poll_every_s)
-                except TimeoutError:
-                    continue
+            await poll_due(stop, self._poll_every_s, self.verify_due)
 
     async def verify_due(self) -> int:
         """Claim the due timers and verify them concurrently; how many were claimed."""
-        try:
-            due = await self._timers.claim_due(self._once.owner, self._batch, self._lease_s)
-        except (RedisError, TimeoutError, ConnectionError):
-            log.warning("due verification timers not claimed", exc_info=True)
-            return 0
-        async with asyncio.TaskGroup() as group:
-            for timer in due:
-                group.create_task(self._fire(timer))
-        return len(due)
+        return await fire_due(self._timers, self._once.owner, self._fire, batch=self._batch, lease_s=self._lease_s,
+                              what="verification")  # fmt: skip
 
     async def _fire(self, timer: Timer) -> None:
         try:
