@@ -55,6 +55,8 @@ _META_MODEL = "embedder_model_id"
 _META_DIMENSION = "embedder_dimension"
 _PREFETCH_FACTOR = 4
 _PREFETCH_MIN = 20
+# Query vectors kept: searches of one question (the knowledge agent runs several at once) embed it once.
+_RECENT_QUERIES = 64
 _SCROLL_PAGE = 256
 _INDEX_SCROLL_PAGE = 2048
 _UPSERT_BATCH = 128
@@ -80,6 +82,7 @@ class DocumentStore:
         # Held while the index is (re)built and around each write and its mirroring, so that no write slips
         # between the scroll that builds the index and the index's use.
         self._index_lock = asyncio.Lock()
+        self._query_vectors: dict[str, asyncio.Future[list[list[float]]]] = {}
 
     @property
     def collection(self) -> str:
@@ -182,7 +185,7 @@ class DocumentStore:
             return await self._search_indexed(query, k, mode, filters or {}, where, sparse)
         dense: list[float] | None = None
         if mode != "sparse":
-            [dense] = await self._call(self._embedder.embed([query]))
+            dense = await self._query_vector(query)
         if mode == "dense":
             request: dict[str, Any] = {"query": dense, "using": DENSE}
         elif mode == "sparse":
@@ -201,6 +204,18 @@ class DocumentStore:
         terms = set(tokens(query))
         return [hit_of(str(p.id), float(p.score), dict(p.payload or {}), terms) for p in response.points]
 
+    async def _query_vector(self, query: str) -> list[float]:
+        """The dense vector of `query`, embedded once for concurrent and recent searches of the same text (the
+        embedder is this store's for its lifetime); a failed embedding is not kept."""
+        vector = self._query_vectors.get(query)
+        if vector is None or (vector.done() and (vector.cancelled() or vector.exception() is not None)):
+            vector = asyncio.ensure_future(self._call(self._embedder.embed([query])))
+            self._query_vectors[query] = vector
+            while len(self._query_vectors) > _RECENT_QUERIES:
+                self._query_vectors.pop(next(iter(self._query_vectors)))
+        [dense] = await asyncio.shield(vector)
+        return dense
+
     async def _search_indexed(
         self, query: str, k: int, mode: SearchMode, filters: Mapping[str, FilterValue], where: models.Filter | None,
         sparse: models.SparseVector,
@@ -213,7 +228,7 @@ class DocumentStore:
         if mode == "sparse":
             ranked = index.search(sparse.indices, sparse.values, k, fields)
         else:
-            [dense] = await self._call(self._embedder.embed([query]))
+            dense = await self._query_vector(query)
             depth = max(k * _PREFETCH_FACTOR, _PREFETCH_MIN)
             response = await self._call(
                 self._client.query_points(self._collection, query=dense, using=DENSE, query_filter=where,

@@ -257,6 +257,47 @@ async def test_a_re_embedding_that_fails_leaves_the_collection_as_it_was(
     assert ranking(await store.search(vocabulary[0], 5, mode="sparse")) == before
 
 
+class CountingEmbedder(HashingEmbedder):
+    """The hashing embedder, counting the texts it embeds (failing the first `fail` calls)."""
+
+    def __init__(self, dimension: int, fail: int = 0) -> None:
+        super().__init__(dimension)
+        object.__setattr__(self, "embedded", [])
+        object.__setattr__(self, "_fail", fail)
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        self.embedded.extend(texts)  # type: ignore[attr-defined]
+        if self._fail > 0:  # type: ignore[attr-defined]
+            object.__setattr__(self, "_fail", self._fail - 1)  # type: ignore[attr-defined]
+            raise RuntimeError("the embedding server went away")
+        return await super().embed(texts)
+
+
+async def test_searches_of_one_question_embed_it_once(
+    client: AsyncQdrantClient, indexed: bool, corpus: tuple[list[SourceDocument], list[str]]
+) -> None:
+    embedder = CountingEmbedder(DIMENSION)
+    searching = DocumentStore(client, embedder, COLLECTION, lexical_index=indexed)
+    await searching.open()
+    query = " ".join(corpus[1][:3])
+    async with asyncio.TaskGroup() as group:  # as the knowledge agent asks for runbooks and postmortems at once
+        runbooks = group.create_task(searching.search(query, 5, filters={"type": "runbook"}))
+        any_type = group.create_task(searching.search(query, 5))
+    again = await searching.search(query, 5, mode="dense")
+    assert embedder.embedded.count(query) == 1  # type: ignore[attr-defined]
+    assert runbooks.result() is not None and any_type.result() and again
+
+
+async def test_a_failed_query_embedding_is_not_kept(client: AsyncQdrantClient, corpus: object) -> None:
+    embedder = CountingEmbedder(DIMENSION, fail=1)
+    searching = DocumentStore(client, embedder, COLLECTION)
+    await searching.open()
+    with pytest.raises(RuntimeError, match="went away"):
+        await searching.search("disk full", 5, mode="dense")
+    assert await searching.search("disk full", 5, mode="dense") is not None
+    assert embedder.embedded.count("disk full") == 2  # type: ignore[attr-defined]
+
+
 # --- the lexical index against Qdrant's own search ----------------------------------------------------------------
 
 
