@@ -29,10 +29,15 @@ def defused(text: str) -> str:
     return _MARKER.sub(lambda match: "<< <" + match.group(1), text)
 
 
+def cut_to(text: str, max_chars: int, *, separator: str = "\n") -> str:
+    """`text`, or its first `max_chars` characters and a note of how many more were cut."""
+    if len(text) <= max_chars:
+        return text
+    return text[:max_chars] + f"{separator}[... {len(text) - max_chars} more characters cut]"
+
+
 def fence(label: str, text: str, nonce: str, *, max_chars: int = 4000) -> str:
     """`text` as fenced data under `label`, at most `max_chars` of it (the cut is said)."""
-    body = defused(text)
-    if len(body) > max_chars:
-        body = body[:max_chars] + f"\n[... {len(body) - max_chars} more characters cut]"
+    body = cut_to(defused(text), max_chars)
     name = re.sub(r"[^A-Za-z0-9_.:-]+", "_", label)[:60] or "data"
     return f"<<<DATA {name} {nonce}>>>\n{body}\n<<<END {name} {nonce}>>>"

@@ -9,7 +9,6 @@ encodings, a download this machine cannot make; `count_tokens`/`remaining_tokens
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Literal
@@ -32,6 +31,7 @@ from pydantic import BaseModel
 
 from bus.events import LlmEntry
 from knowledge.llm_client import usage_of
+from knowledge.untrusted_text import cut_to
 
 # Each recorded text is cut to this (the audit travels in an event and is stored with the incident).
 MAX_ENTRY_CHARS = 6000
@@ -160,15 +160,4 @@ def _reply_entries(result: CreateResult, usage: dict[str, Any]) -> list[LlmEntry
 
 
 def _cut(text: str) -> str:
-    if len(text) <= MAX_ENTRY_CHARS:
-        return text
-    return text[:MAX_ENTRY_CHARS] + f" [... {len(text) - MAX_ENTRY_CHARS} more characters cut]"
-
-
-def arguments_of(call: FunctionCall) -> dict[str, Any]:
-    """A tool call's arguments as a dict ({} when they are not a JSON object)."""
-    try:
-        loaded = json.loads(call.arguments or "{}")
-    except json.JSONDecodeError:
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
+    return cut_to(text, MAX_ENTRY_CHARS, separator=" ")
