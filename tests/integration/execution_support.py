@@ -26,11 +26,14 @@ def python_argv(code: str, *extra: str) -> list[str]:
 
 
 def process_alive(pid: int) -> bool:
+    """Alive as the supervisor sees it (ProcessIdentity): not a zombie, and not exiting already (a process whose
+    memory is released on exit has an empty cmdline a moment before it turns zombie)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (FileNotFoundError, ProcessLookupError):
         return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X") and bool(cmdline)
 
 
 def process_argv(pid: int) -> list[str]:
