@@ -11,17 +11,23 @@ Two delivery modes:
 Poison records (undecodable, schema-invalid, or a handler's non-retriable error) go to the dead-letter topic
 with their reason; retriable errors back off and retry, bounded, then dead-letter. Setting the stop event
 finishes the record in hand, commits and closes.
+
+A handler takes one event at a time; a batch handler takes the decoded events of one partition's batch at once
+(monitoring: one Redis round trip and one set of outputs per batch). When a batch handler rejects a batch, its
+events are handed over one at a time, so that only the poison one is dead-lettered.
+
+Rebalances: a partition is given up only once the batch in hand is committed (the rebalance listener waits for
+it), so the partition's next owner starts exactly where this one stopped: nothing handled twice, nothing skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError, ProducerFenced
@@ -29,6 +35,15 @@ from aiokafka.structs import OffsetAndMetadata
 
 from bus.codec import decode_event
 from bus.config import KafkaConfig
+from bus.consumer_contracts import (
+    BatchHandler,
+    ConsumerStats,
+    Delivery,
+    FinishBatchFirst,
+    Handler,
+    RecordContext,
+    RetryPolicy,
+)
 from bus.dead_letters import DeadLetter
 from bus.errors import EventDecodeError, NonRetriableError, RetriableError
 from bus.events import AnyEvent, Event
@@ -40,49 +55,6 @@ log = logging.getLogger(__name__)
 RETRIABLE = (RetriableError, TimeoutError, ConnectionError)
 # How long `lag()` waits, in all, for positions being reset (those partitions count 0 for now).
 _LAG_TIMEOUT_S = 1.0
-
-
-class Delivery(enum.StrEnum):
-    AT_LEAST_ONCE = "at-least-once"
-    EXACTLY_ONCE = "exactly-once"
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Bounded exponential backoff for retriable handler errors."""
-
-    max_attempts: int = 5
-    initial_backoff_s: float = 0.2
-    max_backoff_s: float = 5.0
-    multiplier: float = 2.0
-
-    def backoff(self, attempt: int) -> float:
-        return min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (attempt - 1))
-
-
-class RecordContext(NamedTuple):
-    """Where the event being handled came from (a tuple: one is built per record on the hot path)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    timestamp_ms: int
-    attempt: int
-
-
-@dataclass
-class ConsumerStats:
-    handled: int = 0
-    dead_lettered: int = 0
-    retries: int = 0
-    skipped: int = 0
-    batches: int = 0
-    redeliveries: int = 0
-    dead_letter_reasons: list[str] = field(default_factory=list)
-
-
-Handler = Callable[[AnyEvent, RecordContext], Awaitable[Sequence[Event] | None]]
 
 
 class _Stopping(Exception):
@@ -108,7 +80,8 @@ class EventConsumer:
         name: str,
         group_id: str,
         topics: Sequence[str],
-        handler: Handler,
+        handler: Handler | None = None,
+        batch_handler: BatchHandler | None = None,
         delivery: Delivery = Delivery.AT_LEAST_ONCE,
         transactional_id: str | None = None,
         event_types: frozenset[str] | None = None,
@@ -120,11 +93,14 @@ class EventConsumer:
     ) -> None:
         if delivery is Delivery.EXACTLY_ONCE and not transactional_id:
             raise ValueError("exactly-once delivery needs a stable transactional_id per agent instance")
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("give exactly one of handler and batch_handler")
         self._config = config
         self._name = name
         self._group_id = group_id
         self._topics = list(topics)
         self._handler = handler
+        self._batch_handler = batch_handler
         self._delivery = delivery
         self._event_types = event_types
         self._start_at = start_at
@@ -133,8 +109,9 @@ class EventConsumer:
         self._max_batch = max_batch
         self._poll_timeout_ms = int(poll_timeout_s * 1000)
         self.stats = ConsumerStats()
+        # Held while a batch is handled and committed; a rebalance waits for it before giving partitions up.
+        self._batch_lock = asyncio.Lock()
         self._consumer = AIOKafkaConsumer(
-            *self._topics,
             bootstrap_servers=config.bootstrap_servers,
             client_id=f"{config.client_id_prefix}-{name}",
             group_id=group_id,
@@ -194,6 +171,7 @@ class EventConsumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then finish the record in hand, commit and close."""
+        self._consumer.subscribe(self._topics, listener=FinishBatchFirst(self._batch_lock, self._name))
         await asyncio.wait_for(self._producer.start(), self._config.connect_timeout_s)
         try:
             await asyncio.wait_for(self._consumer.start(), self._config.connect_timeout_s)
@@ -221,10 +199,11 @@ class EventConsumer:
                 continue
             self.stats.batches += 1
             try:
-                if self._delivery is Delivery.EXACTLY_ONCE:
-                    await self._process_in_transaction(batch, stop)
-                else:
-                    await self._process_then_commit(batch, stop)
+                async with self._batch_lock:
+                    if self._delivery is Delivery.EXACTLY_ONCE:
+                        await self._process_in_transaction(batch, stop)
+                    else:
+                        await self._process_then_commit(batch, stop)
                 failures = 0
             except _Stopping:
                 return
@@ -260,14 +239,7 @@ class EventConsumer:
         offsets: dict[TopicPartition, int] = {}
         pending: list[asyncio.Future] = []
         try:
-            for tp, records in batch.items():
-                for record in records:
-                    if stop.is_set():
-                        raise _Stopping
-                    outcome = await self._handle(record, stop)
-                    if outcome is not _NOTHING:
-                        pending.extend(await self._emit(outcome))
-                    offsets[tp] = record.offset + 1
+            await self._handle_partitions(batch, stop, offsets, pending)
         except _Stopping:
             await self._commit(pending, offsets)
             raise
@@ -286,14 +258,7 @@ class EventConsumer:
         stopping = False
         async with self._producer.transaction():
             try:
-                for tp, records in batch.items():
-                    for record in records:
-                        if stop.is_set():
-                            raise _Stopping
-                        outcome = await self._handle(record, stop)
-                        if outcome is not _NOTHING:
-                            pending.extend(await self._emit(outcome))
-                        offsets[tp] = record.offset + 1
+                await self._handle_partitions(batch, stop, offsets, pending)
             except _Stopping:
                 stopping = True
             await _all_acknowledged(pending, self._config.publish_timeout_s)
@@ -304,6 +269,79 @@ class EventConsumer:
         if stopping:
             raise _Stopping
 
+    async def _handle_partitions(
+        self,
+        batch: dict[TopicPartition, list[ConsumerRecord]],
+        stop: asyncio.Event,
+        offsets: dict[TopicPartition, int],
+        pending: list[asyncio.Future],
+    ) -> None:
+        """Handle every record, emitting outputs as they come and noting each partition's next offset."""
+        for tp, records in batch.items():
+            if self._batch_handler is not None:
+                if stop.is_set():
+                    raise _Stopping
+                for outcome in await self._handle_batch(records, stop):
+                    if outcome is not _NOTHING:
+                        pending.extend(await self._emit(outcome))
+                offsets[tp] = records[-1].offset + 1
+                continue
+            for record in records:
+                if stop.is_set():
+                    raise _Stopping
+                outcome = await self._handle(record, stop)
+                if outcome is not _NOTHING:
+                    pending.extend(await self._emit(outcome))
+                offsets[tp] = record.offset + 1
+
+    async def _handle_batch(self, records: list[ConsumerRecord], stop: asyncio.Event) -> list[_Outcome]:
+        """One partition's records through the batch handler: dead letters for the undecodable ones, then one
+        call for the rest (retried as a whole when retriable); a rejected batch is split into single events."""
+        assert self._batch_handler is not None
+        outcomes: list[_Outcome] = []
+        items: list[tuple[AnyEvent, RecordContext, ConsumerRecord]] = []
+        for record in records:
+            try:
+                event = decode_event(record.value)
+            except EventDecodeError as exc:
+                outcomes.append(self._dead_letter(record, str(exc), "decode", attempts=1))
+                continue
+            if self._event_types is not None and event.type not in self._event_types:
+                self.stats.skipped += 1
+                continue
+            context = RecordContext(record.topic, record.partition, record.offset, record.key, record.timestamp, 1)
+            items.append((event, context, record))
+        if not items:
+            return outcomes
+        attempt = 1
+        while True:
+            try:
+                outputs = await self._batch_handler([(event, ctx._replace(attempt=attempt)) for event, ctx, _ in items])
+            except RETRIABLE as exc:
+                if attempt >= self._retry.max_attempts:
+                    break  # one by one below: each event gets its own retries and, if need be, its dead letter
+                self.stats.retries += 1
+                log.warning(
+                    "batch handler failed; retrying",
+                    extra={"consumer": self._name, "attempt": attempt, "error": repr(exc), "events": len(items)},
+                )
+                if await _wait_or_stop(stop, self._retry.backoff(attempt)):
+                    raise _Stopping from exc
+                attempt += 1
+                continue
+            except Exception as exc:  # noqa: BLE001 - which event is to blame is found out one by one below
+                log.warning(
+                    "batch handler rejected a batch; handling its events one by one",
+                    extra={"consumer": self._name, "error": repr(exc), "events": len(items)},
+                )
+                break
+            self.stats.handled += len(items)
+            outcomes.append(_Outcome(outputs=list(outputs)) if outputs else _NOTHING)
+            return outcomes
+        for event, _, record in items:
+            outcomes.append(await self._handle(record, stop, decoded=event))
+        return outcomes
+
     async def _emit(self, outcome: _Outcome) -> list[asyncio.Future]:
         futures = [await self._publisher.enqueue(event) for event in outcome.outputs]
         if outcome.dead_letter is not None:
@@ -313,19 +351,22 @@ class EventConsumer:
             )
         return futures
 
-    async def _handle(self, record: ConsumerRecord, stop: asyncio.Event) -> _Outcome:
-        try:
-            event = decode_event(record.value)
-        except EventDecodeError as exc:
-            return self._dead_letter(record, str(exc), "decode", attempts=1)
-        if self._event_types is not None and event.type not in self._event_types:
-            self.stats.skipped += 1
-            return _NOTHING
+    async def _handle(self, record: ConsumerRecord, stop: asyncio.Event, decoded: AnyEvent | None = None) -> _Outcome:
+        if decoded is not None:
+            event = decoded
+        else:
+            try:
+                event = decode_event(record.value)
+            except EventDecodeError as exc:
+                return self._dead_letter(record, str(exc), "decode", attempts=1)
+            if self._event_types is not None and event.type not in self._event_types:
+                self.stats.skipped += 1
+                return _NOTHING
         attempt = 1
         while True:
             context = RecordContext(record.topic, record.partition, record.offset, record.key, record.timestamp, attempt)
             try:
-                outputs = await self._handler(event, context)
+                outputs = await self._call_one(event, context)
             except NonRetriableError as exc:
                 return self._dead_letter(record, f"handler rejected the event: {exc}", "non_retriable", attempt)
             except RETRIABLE as exc:
@@ -346,6 +387,12 @@ class EventConsumer:
                 return self._dead_letter(record, reason, "handler_error", attempt)
             self.stats.handled += 1
             return _Outcome(outputs=list(outputs)) if outputs else _NOTHING
+
+    async def _call_one(self, event: AnyEvent, context: RecordContext) -> Sequence[Event] | None:
+        if self._handler is not None:
+            return await self._handler(event, context)
+        assert self._batch_handler is not None
+        return await self._batch_handler([(event, context)])
 
     def _dead_letter(self, record: ConsumerRecord, reason: str, error_type: str, attempts: int) -> _Outcome:
         self.stats.dead_lettered += 1

@@ -232,6 +232,15 @@ class IncidentOpened(Event):
     alerts: list[AlertRef] = Field(default_factory=list)
 
 
+class StormMembers(Contract):
+    """What an alert storm folded into one incident: its service group and member counts (so far)."""
+
+    group: str
+    alerts: int = Field(ge=0)
+    firing: int = Field(ge=0)
+    services: int = Field(ge=0)
+
+
 class IncidentUpdated(Event):
     type: Literal["incident.updated"] = "incident.updated"
     reason: str
@@ -240,6 +249,8 @@ class IncidentUpdated(Event):
     severity: Severity | None = None
     state: IncidentState | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+    # Set while the incident is its service group's storm incident: alerts of other services join it.
+    storm: StormMembers | None = None
 
 
 class IncidentResolved(Event):
@@ -444,6 +455,32 @@ class KnowledgeAnswered(Event):
     action_stats: list[ActionStat] = Field(default_factory=list)
 
 
+AlertOutcomeKind = Literal["opened", "merged", "duplicate", "suppressed"]
+
+
+class AlertOutcome(Contract):
+    """What monitoring made of one alert record: exactly one outcome per record of the alerts topic."""
+
+    event_id: str
+    offset: int = Field(ge=0)
+    kind: AlertOutcomeKind
+    incident_id: str | None = None
+    reason: str = ""
+
+
+class AlertsTriaged(Event):
+    """Monitoring's account of a batch of one alerts partition, in the transaction of its incident events.
+
+    Every alert record gets exactly one outcome: `opened` an incident, `merged` into one, dropped as a
+    `duplicate`, or `suppressed` (flapping, or the resolve of an alert nobody knows). Storm accounting reads it.
+    """
+
+    type: Literal["alerts.triaged"] = "alerts.triaged"
+    source_topic: str
+    source_partition: int = Field(ge=0)
+    outcomes: list[AlertOutcome]
+
+
 class ChangeRecorded(Event):
     type: Literal["change.recorded"] = "change.recorded"
     service: str
@@ -485,6 +522,7 @@ ALL_EVENT_TYPES: tuple[type[Event], ...] = (
     VerificationFailed,
     KnowledgeQueried,
     KnowledgeAnswered,
+    AlertsTriaged,
     ChangeRecorded,
     AgentHeartbeat,
 )
@@ -510,6 +548,7 @@ AnyEvent = (
     | VerificationFailed
     | KnowledgeQueried
     | KnowledgeAnswered
+    | AlertsTriaged
     | ChangeRecorded
     | AgentHeartbeat
 )

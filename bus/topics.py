@@ -36,6 +36,9 @@ DIAGNOSIS = TopicSpec("opswarm.diagnosis.v1", 6, 30 * DAY_MS, description="diagn
 ACTIONS = TopicSpec("opswarm.actions.v1", 6, 30 * DAY_MS, description="proposals, decisions, execution, verification")
 ESCALATIONS = TopicSpec("opswarm.escalations.v1", 3, 30 * DAY_MS, description="escalations to humans and their decisions")
 KNOWLEDGE = TopicSpec("opswarm.knowledge.v1", 3, 1 * DAY_MS, description="knowledge queries and answers")
+TRIAGE = TopicSpec(
+    "opswarm.triage.v1", 6, 1 * DAY_MS, description="AlertsTriaged: one outcome per alert record, for accounting"
+)
 CHANGES = TopicSpec("opswarm.changes.v1", 6, 30 * DAY_MS, description="deploys and config changes, keyed by service")
 HEARTBEATS = TopicSpec(
     "opswarm.heartbeats.v1", 1, 3600 * 1000, "compact,delete", description="agent liveness, latest per agent"
@@ -44,7 +47,7 @@ DLQ = TopicSpec("opswarm.dlq.v1", 3, 30 * DAY_MS, description="poison records wi
 DOCTOR = TopicSpec("opswarm.doctor.v1", 1, 3600 * 1000, description="round trips of `opswarm doctor`")
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
-    ALERTS, INCIDENTS, DIAGNOSIS, ACTIONS, ESCALATIONS, KNOWLEDGE, CHANGES, HEARTBEATS, DLQ, DOCTOR,
+    ALERTS, INCIDENTS, DIAGNOSIS, ACTIONS, ESCALATIONS, KNOWLEDGE, TRIAGE, CHANGES, HEARTBEATS, DLQ, DOCTOR,
 )  # fmt: skip
 
 
@@ -54,6 +57,10 @@ def _by_incident(event: ev.Event) -> str:
 
 def _by_service(event: ev.Event) -> str:
     return getattr(event, "service")
+
+
+def _by_source_partition(event: ev.Event) -> str:
+    return f"{getattr(event, 'source_topic')}:{getattr(event, 'source_partition')}"
 
 
 def _by_agent(event: ev.Event) -> str:
@@ -89,6 +96,7 @@ ROUTES: dict[type[ev.Event], Route] = {
     ev.ApprovalExpired: Route(ESCALATIONS, _by_incident),
     ev.KnowledgeQueried: Route(KNOWLEDGE, _by_incident),
     ev.KnowledgeAnswered: Route(KNOWLEDGE, _by_incident),
+    ev.AlertsTriaged: Route(TRIAGE, _by_source_partition),
     ev.ChangeRecorded: Route(CHANGES, _by_service),
     ev.AgentHeartbeat: Route(HEARTBEATS, _by_agent),
 }

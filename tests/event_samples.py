@@ -79,6 +79,14 @@ def sample_events(incident_id: str = "inc-1") -> list[ev.Event]:
             **common, query_event_id="q-1",
             hits=[ev.KnowledgeHit(doc_id="rb-1", score=0.9, title="High error rate", type="runbook", snippet="...")],
         ),
+        ev.AlertsTriaged(
+            produced_by="monitoring", source_topic="opswarm.alerts.v1", source_partition=2,
+            outcomes=[
+                ev.AlertOutcome(event_id="5f3c2a8e-0000-4000-8000-000000000041", offset=41, kind="opened", incident_id="inc-1"),
+                ev.AlertOutcome(event_id="5f3c2a8e-0000-4000-8000-000000000041", offset=42, kind="duplicate", incident_id="inc-1",
+                                reason="same status within the dedup window"),
+            ],
+        ),  # fmt: skip
         ev.ChangeRecorded(produced_by="ci", service="checkout", kind="deploy", version="v2", previous_version="v1"),
         ev.AgentHeartbeat(
             produced_by="monitoring", agent="monitoring", instance_id="monitoring-0", pid=4242,

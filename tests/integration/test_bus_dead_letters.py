@@ -24,14 +24,18 @@ def _update(reason: str) -> IncidentUpdated:
     return IncidentUpdated(produced_by="tests", incident_id="inc-dlq", reason=reason)
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["handler", "batch_handler"])
 @pytest.mark.parametrize("delivery", list(Delivery))
-async def test_poison_records_are_dead_lettered_and_the_loop_goes_on(kafka_config: KafkaConfig, delivery: Delivery) -> None:
+async def test_poison_records_are_dead_lettered_and_the_loop_goes_on(
+    kafka_config: KafkaConfig, delivery: Delivery, batched: bool
+) -> None:
+    """With a batch handler, a batch that fails is retried whole, then split: the same events end the same way."""
     source = await fresh_topic(kafka_config, "dlq-source", partitions=1)
     dlq = await fresh_topic(kafka_config, "dlq", partitions=1)
     flaky_attempts: dict[str, int] = {}
     handled: list[str] = []
 
-    async def handler(event: AnyEvent, ctx: RecordContext) -> None:
+    async def handler(event: AnyEvent, ctx: RecordContext, done: list[str] | None = None) -> None:
         assert isinstance(event, IncidentUpdated)
         if event.reason == "reject":
             raise NonRetriableError("reason 'reject' is not allowed")
@@ -43,7 +47,13 @@ async def test_poison_records_are_dead_lettered_and_the_loop_goes_on(kafka_confi
             raise RetriableError("downstream still busy")
         if event.reason == "bug":
             raise KeyError("missing")
-        handled.append(event.reason)
+        (handled if done is None else done).append(event.reason)
+
+    async def batch_handler(batch: list[tuple[AnyEvent, RecordContext]]) -> None:
+        done: list[str] = []
+        for event, ctx in batch:
+            await handler(event, ctx, done)
+        handled.extend(done)  # only a batch handled whole counts
 
     inputs: list[tuple[bytes | None, bytes | None]] = [
         (b"k", encode_event(_update("first"))),
@@ -62,7 +72,8 @@ async def test_poison_records_are_dead_lettered_and_the_loop_goes_on(kafka_confi
         name="dlq-test",
         group_id=f"dlq-test-{uuid.uuid4().hex[:8]}",
         topics=[source],
-        handler=handler,
+        handler=None if batched else handler,
+        batch_handler=batch_handler if batched else None,
         delivery=delivery,
         transactional_id=f"dlq-test-{uuid.uuid4().hex[:8]}",
         retry=FAST_RETRY,

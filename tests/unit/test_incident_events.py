@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bus.events import AlertReceived, IncidentOpened, IncidentResolved, IncidentUpdated
+from bus.events import AlertReceived, AlertsTriaged, IncidentOpened, IncidentResolved, IncidentUpdated, StormMembers
 from scheduler.alert_correlation import CorrelationOutcome
-from scheduler.incident_events import incident_events
+from scheduler.incident_events import MAX_ALERT_REFS, TriagedAlert, batch_events, incident_events
 
 ALERT = AlertReceived(
     produced_by="bridge", status="firing", alertname="HighErrorRate", service="checkout", severity="critical",
@@ -56,3 +56,50 @@ def test_the_last_resolve_resolves_the_incident() -> None:
 )
 def test_duplicates_and_suppressed_alerts_say_nothing(outcome: CorrelationOutcome) -> None:
     assert incident_events(ALERT, outcome) == []
+
+
+def _item(offset: int, kind: str, effect: str, incident: str | None = "inc-1", **extra: object) -> TriagedAlert:
+    outcome = CorrelationOutcome(kind=kind, effect=effect, incident_id=incident, fingerprint=f"fp{offset}",  # type: ignore[arg-type]
+                                 firing=offset, total=offset, **extra)  # type: ignore[arg-type]
+    return TriagedAlert(ALERT.model_copy(update={"event_id": f"e{offset}"}), offset, outcome)
+
+
+def test_a_batch_sums_up_each_incident_and_accounts_for_every_alert() -> None:
+    batch = [
+        _item(10, "opened", "opened"),
+        *[_item(offset, "merged", "alert_added") for offset in range(11, 41)],
+        _item(41, "duplicate", "none"),
+        _item(42, "suppressed", "none", None, reason="flapping"),
+        _item(43, "merged", "alert_resolved"),
+        _item(44, "opened", "opened", "inc-2"),
+        _item(45, "merged", "resolved", "inc-2"),
+    ]
+    events = batch_events("opswarm.alerts.v1", 3, batch)
+    assert [type(e).__name__ for e in events] == [
+        "IncidentOpened", "IncidentUpdated", "IncidentOpened", "IncidentResolved", "AlertsTriaged",
+    ]  # fmt: skip
+    update = events[1]
+    assert isinstance(update, IncidentUpdated)
+    assert update.reason == "30 alert(s) joined, 1 alert(s) resolved"
+    assert len(update.alerts) == MAX_ALERT_REFS and update.alert_count == 43
+    assert update.details["changes"] == {"alert_added": 30, "alert_resolved": 1}
+    triaged = events[-1]
+    assert isinstance(triaged, AlertsTriaged)
+    assert (triaged.source_topic, triaged.source_partition) == ("opswarm.alerts.v1", 3)
+    assert [(o.offset, o.kind) for o in triaged.outcomes] == [(i.offset, i.outcome.kind) for i in batch]
+    assert triaged.outcomes[-4].reason == "flapping" and triaged.outcomes[0].event_id == "e10"
+
+
+def test_a_storm_incident_carries_its_member_counts() -> None:
+    batch = [
+        _item(1, "merged", "alert_added", storm_group="namespace=shop", services=7, storm_started=True),
+        _item(2, "merged", "alert_added", storm_group="namespace=shop", services=8),
+    ]
+    update, triaged = batch_events("alerts", 0, batch)
+    assert isinstance(update, IncidentUpdated) and isinstance(triaged, AlertsTriaged)
+    assert update.storm == StormMembers(group="namespace=shop", alerts=2, firing=2, services=8)
+    assert update.reason.startswith("alert storm in namespace=shop: its services' alerts join this incident")
+
+
+def test_an_empty_batch_says_nothing() -> None:
+    assert batch_events("alerts", 0, []) == []
