@@ -5,7 +5,8 @@ environment derived from the CLI's settings), launches `python -m scheduler.agen
 its own (pid file `<state_dir>/run/agents-supervisor.pid`, log `<state_dir>/logs/agents-supervisor.log`) and
 waits until every agent beats in Redis. The supervisor writes `<state_dir>/agents/state.json`; `status` joins it
 with the live heartbeats. An agent counts as up only when its live heartbeat comes from the pid the supervisor
-started, so a beat left by a previous process does not pass for it.
+started, so a beat left by a previous process does not pass for it. `--replicas monitoring=3` runs several
+monitoring replicas in one consumer group (see agent_replicas), each a row of `status`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bus.admin import ensure_topics
+from deploy.agent_replicas import agent_of, parse_replicas, replica_env, replica_name
 from deploy.console_reports import _uptime  # the same format as `opswarm status`
 from deploy.localstack.processes import ProcessRecord, RunDir, spawn, tail, terminate
 from deploy.operator_credentials import OPERATOR, ensure_operator_credentials
@@ -132,20 +134,26 @@ def escalation_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def supervisor_spec(settings: Settings, names: list[str], extra_env: dict[str, str]) -> SupervisorSpec:
-    """The spec for `names` (in their usual order); `extra_env` comes last, so it wins."""
+def supervisor_spec(
+    settings: Settings, names: list[str], extra_env: dict[str, str], replicas: dict[str, int] | None = None
+) -> SupervisorSpec:
+    """The spec for `names` (in their usual order), `replicas[name]` processes of each (default 1: see
+    agent_replicas); `extra_env` comes last, so it wins, except over what tells replicas apart (ValueError)."""
     home = AgentsHome(settings.state_dir)
     base = agent_env(settings)
+    counts = replicas or {}
     agents = [
         AgentSpec(
-            name=name,
+            name=replica_name(name, index),
             argv=[sys.executable, "-m", f"agents.{name}"],
-            env={**base, "OPSWARM_HTTP_PORT": str(HTTP_PORTS[name]), **extra_env},
-            log_file=home.agent_log(name),
+            env={**base, "OPSWARM_HTTP_PORT": str(HTTP_PORTS[name]), **extra_env,
+                 **replica_env(name, index, counts.get(name, 1), extra_env)},  # fmt: skip
+            log_file=home.agent_log(replica_name(name, index)),
             cwd=CHECKOUT_DIR,
         )
         for name in AGENT_NAMES
         if name in names
+        for index in range(counts.get(name, 1))
     ]
     return SupervisorSpec(state_file=home.state_file, agents=agents, stop_timeout_s=_AGENT_STOP_TIMEOUT_S)
 
@@ -170,14 +178,15 @@ class AgentRow:
 def agent_rows(
     names: list[str], state: SupervisorState | None, supervising: bool, beats: list[HeartbeatRecord], now: float
 ) -> list[AgentRow]:
-    """One row per expected agent: the supervisor's view of its process joined with its live heartbeat."""
+    """One row per expected agent (replica): the supervisor's view of its process joined with its live heartbeat."""
     rows = []
     for name in names:
         run = state.agents.get(name) if state is not None else None
         if run is None:
             rows.append(AgentRow(name, "stopped"))
             continue
-        beat = next((b for b in beats if b.agent == name and b.pid == run.pid), None) if run.pid else None
+        agent = agent_of(name)  # a replica beats as its agent, with an instance id of its own
+        beat = next((b for b in beats if b.agent == agent and b.pid == run.pid), None) if run.pid else None
         if not supervising or run.phase == "stopped":
             status = "stopped"
         elif run.phase == "backoff":
@@ -233,6 +242,7 @@ def up(
     ctx: typer.Context,
     only: list[str] = typer.Option([], "--only", help="Start only this agent (repeatable)."),
     env: list[str] = typer.Option([], "--env", help="KEY=VALUE for every agent's environment (repeatable)."),
+    replicas: list[str] = typer.Option([], "--replicas", help="NAME=N processes of an agent (only monitoring >1)."),
     timeout_s: float = typer.Option(60.0, "--timeout", help="Seconds to wait for every agent's heartbeat."),
 ) -> None:
     """Start the agents under a detached supervisor (nothing happens if it runs already); wait for them."""
@@ -240,13 +250,16 @@ def up(
     unknown = sorted(set(only) - set(AGENT_NAMES))
     if unknown:
         raise typer.BadParameter(f"unknown agent(s) {', '.join(unknown)}; known: {', '.join(AGENT_NAMES)}")
-    extra_env = _parse_env(env)
+    names = list(only) or list(AGENT_NAMES)
+    try:
+        spec = supervisor_spec(settings, names, _parse_env(env), parse_replicas(replicas, AGENT_NAMES, names))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     running = _running_supervisor(home)
     if running is not None:
-        console.print(f"agents supervisor already running (pid {running.pid})")
+        console.print(f"agents supervisor already running (pid {running.pid}); `agents down` first to change it")
         console.print(rows_table("opswarm agents", asyncio.run(_rows(home, settings))))
         return
-    spec = supervisor_spec(settings, list(only) or list(AGENT_NAMES), extra_env)
     came_up, rows = asyncio.run(_start_supervisor(home, settings, spec, timeout_s))
     console.print(rows_table(f"opswarm agents up ({settings.state_dir})", rows))
     if not came_up:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import typer
 
-from bus.bridge.server import CannotListen, run_bridge
+from bus.bridge.server import CannotListen, run_bridge_on_uvloop
 from bus.bridge.settings import BridgeSettings
 from deploy.settings import Settings
 
@@ -17,7 +15,7 @@ def bridge(ctx: typer.Context) -> None:
     assert settings is not None, "deploy.cli.main passes the Settings as the context object"
     bridge_settings = BridgeSettings(kafka=settings.kafka, bridge=settings.bridge, log_level=settings.log_level)
     try:
-        asyncio.run(run_bridge(bridge_settings, announce=lambda url: typer.echo(f"bridge listening on {url}")))
+        run_bridge_on_uvloop(bridge_settings, announce=lambda url: typer.echo(f"bridge listening on {url}"))
     except CannotListen as exc:
         typer.echo(f"bridge: {exc}", err=True)
         raise typer.Exit(1) from None

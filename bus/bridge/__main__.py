@@ -1,14 +1,13 @@
-"""`python -m bus.bridge`: the alert bridge process (settings `OPSWARM_*`, e.g. `OPSWARM_BRIDGE__PORT`)."""
+"""`python -m bus.bridge`: the alert bridge process (settings `OPSWARM_*`, e.g. `OPSWARM_BRIDGE__PORT`), on uvloop."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 
 from pydantic import ValidationError
 
-from bus.bridge.server import CannotListen, run_bridge
+from bus.bridge.server import CannotListen, run_bridge_on_uvloop
 from bus.bridge.settings import BridgeSettings
 from bus.process_logging import configure_logging
 
@@ -25,7 +24,7 @@ def main() -> int:
     # what matters itself: "kafka producer retired", "request rejected" with the reason.
     configure_logging(settings.log_level, quiet_clients=True)
     try:
-        asyncio.run(run_bridge(settings))
+        run_bridge_on_uvloop(settings)
     except CannotListen as exc:
         log.error("bridge cannot listen", extra={"reason": str(exc)})
         return 1

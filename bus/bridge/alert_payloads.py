@@ -24,6 +24,8 @@ _RFC3339 = re.compile(
     r"(?:\.(?P<fraction>\d+))?(?P<zone>[Zz]|[+-]\d{2}:\d{2})$"
 )
 _EXAMPLE_TIME = "2026-11-21T04:17:08.638817295Z"
+# Go's zero time as Alertmanager writes it: the endsAt of every firing alert (taken without the regex).
+_GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 # Where an Alertmanager alert's service comes from, in this order (see alert_events for why not `job`).
 SERVICE_LABELS = ("service", "app")
 
@@ -38,6 +40,8 @@ def parse_timestamp(value: object) -> datetime | None:
         return None if value.year <= 1 else value.astimezone(UTC)
     if not isinstance(value, str):
         raise ValueError(f"expected an RFC 3339 timestamp string such as {_EXAMPLE_TIME}")
+    if value == _GO_ZERO_TIME:
+        return None
     match = _RFC3339.match(value)
     if match is None:
         raise ValueError(f"not an RFC 3339 timestamp with a timezone (such as {_EXAMPLE_TIME}): {value[:64]!r}")
@@ -80,11 +84,18 @@ class AlertmanagerAlert(_Alertmanager):
         missing = []
         if not labels.get("alertname"):
             missing.append("label 'alertname' is missing")
-        if not any(labels.get(name) for name in SERVICE_LABELS):
+        if not _has_service(labels):
             missing.append("label 'service' is missing (and no 'app' label to use instead; 'job' is not taken)")
         if missing:
             raise ValueError("; ".join(missing))
         return labels
+
+
+def _has_service(labels: Labels) -> bool:
+    for name in SERVICE_LABELS:  # a loop, not any(<generator>): this runs for every alert of a storm
+        if labels.get(name):
+            return True
+    return False
 
 
 class AlertmanagerWebhook(_Alertmanager):

@@ -3,10 +3,13 @@
 - POST /alertmanager: Alertmanager webhook bodies (version 4).
 - POST /alerts: generic alerts, `{"source": ..., "alerts": [{"alertname", "service", "status", ...}]}`.
   Both answer 200 `{"accepted": N, "event_ids": [...]}` only once Kafka acknowledged every event; 503 when it
-  did not within `bridge.publish_timeout_s` (the sender retries); 400/401/413/415/422 with a Problem body.
+  did not within `bridge.publish_timeout_s`, or at once when more than `bridge.max_inflight_alerts` alerts would
+  be in flight ("overloaded", see admission); the sender retries after a 503 (Retry-After). 400/401/408/413/415/
+  422 with a Problem body.
 - GET /healthz: 200 while the process serves. GET /readyz: 200 when a producer is started and the broker
   answers with the alerts topic's metadata (within 1 s), else 503 with the reason.
-- GET /metrics: the app's own registry (several apps may live in one process, as in the tests).
+- GET /metrics: the app's own registry (several apps may live in one process, as in the tests), with the
+  alerts in flight and their limit.
 - GET /openapi.json, /docs.
 """
 
@@ -22,11 +25,12 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
-from bus.bridge.alert_events import Receipt, alertmanager_events, check_event_sizes, generic_events
+from bus.bridge.admission import Admission, unavailable
+from bus.bridge.alert_events import Receipt, alertmanager_events, encoded_events, generic_events
 from bus.bridge.alert_payloads import AlertmanagerWebhook, GenericAlerts
 from bus.bridge.intake import check_content_type, check_token, decode_json, read_body
 from bus.bridge.kafka_link import KafkaLink, KafkaUnavailable
@@ -38,8 +42,6 @@ log = logging.getLogger(__name__)
 
 ENDPOINTS = ("alertmanager", "alerts")
 READINESS_TIMEOUT_S = 1.0
-# Alertmanager ignores it, other senders may not: how soon a retry after a 503 makes sense.
-RETRY_AFTER_S = "1"
 
 Parse = Callable[[object, Receipt], list[AlertReceived]]
 
@@ -58,9 +60,11 @@ class BridgeMetrics:
     published: Counter
     rejected: Counter
     publish_seconds: Histogram
+    in_flight: Gauge
+    in_flight_limit: Gauge
 
     @classmethod
-    def create(cls) -> BridgeMetrics:
+    def create(cls, admission: Admission) -> BridgeMetrics:
         registry = CollectorRegistry(auto_describe=True)
         metrics = cls(
             registry=registry,
@@ -72,7 +76,13 @@ class BridgeMetrics:
                              ["endpoint", "reason"], registry=registry),
             publish_seconds=Histogram("opswarm_bridge_publish_seconds", "Publishing one request's alerts, "
                                       "until acknowledged or given up", registry=registry),
+            in_flight=Gauge("opswarm_bridge_alerts_in_flight", "Alerts of admitted requests that Kafka has not "
+                            "acknowledged yet", registry=registry),
+            in_flight_limit=Gauge("opswarm_bridge_alerts_in_flight_limit", "Alerts in flight past which requests "
+                                  "are refused (503 overloaded)", registry=registry),
         )  # fmt: skip
+        metrics.in_flight.set_function(lambda: admission.in_flight)
+        metrics.in_flight_limit.set(admission.limit)
         for endpoint in ENDPOINTS:  # the series exist (at 0) before the first alert
             metrics.received.labels(endpoint)
             metrics.published.labels(endpoint)
@@ -82,7 +92,8 @@ class BridgeMetrics:
 def create_app(settings: BridgeSettings) -> FastAPI:
     config = settings.bridge
     link = KafkaLink(settings.kafka)
-    metrics = BridgeMetrics.create()
+    admission = Admission(config.max_inflight_alerts)
+    metrics = BridgeMetrics.create(admission)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -104,11 +115,13 @@ def create_app(settings: BridgeSettings) -> FastAPI:
         try:
             check_token(request.headers.get("authorization"), config.token)
             check_content_type(request.headers.get("content-type"))
-            body = decode_json(await read_body(request, config.max_body_bytes))
-            events = parse(body, Receipt.now(request.headers.get("traceparent")))
-            check_event_sizes(events)
-            metrics.received.labels(endpoint).inc(len(events))
-            await _publish(link, metrics, events, config.publish_timeout_s)
+            raw = await read_body(request, config.max_body_bytes, config.body_timeout_s)
+            admission.refuse_if_full()  # before parsing: an overloaded bridge spends nothing on what it refuses
+            events = parse(decode_json(raw), Receipt.now(request.headers.get("traceparent")))
+            values = encoded_events(events)
+            with admission.admit(len(events)):
+                metrics.received.labels(endpoint).inc(len(events))
+                await _publish(link, metrics, events, values, config.publish_timeout_s)
         except Rejection as rejection:
             metrics.rejected.labels(endpoint, rejection.reason).inc()
             level = logging.WARNING if rejection.status >= 500 else logging.INFO
@@ -118,12 +131,12 @@ def create_app(settings: BridgeSettings) -> FastAPI:
             })  # fmt: skip
             return JSONResponse(rejection.body(), status_code=rejection.status, headers=rejection.headers)
         metrics.published.labels(endpoint).inc(len(events))
+        event_ids = [event.event_id for event in events]
         log.info("alerts published", extra={
-            "endpoint": endpoint, "alerts": len(events), "event_ids": [e.event_id for e in events],
+            "endpoint": endpoint, "alerts": len(events), "event_ids": event_ids,
             "seconds": round(time.monotonic() - started, 4),
         })  # fmt: skip
-        accepted = Accepted(accepted=len(events), event_ids=[e.event_id for e in events])
-        return JSONResponse(accepted.model_dump())
+        return JSONResponse({"accepted": len(event_ids), "event_ids": event_ids})  # the Accepted model
 
     @app.post(
         "/alertmanager", response_model=Accepted, responses=_ERROR_RESPONSES,
@@ -166,22 +179,25 @@ def create_app(settings: BridgeSettings) -> FastAPI:
     return app
 
 
-async def _publish(link: KafkaLink, metrics: BridgeMetrics, events: list[AlertReceived], timeout_s: float) -> None:
+async def _publish(
+    link: KafkaLink, metrics: BridgeMetrics, events: list[AlertReceived], values: list[bytes], timeout_s: float
+) -> None:
     with metrics.publish_seconds.time():
         try:
-            await link.publish(events, timeout_s)
+            await link.publish(events, values, timeout_s)
         except KafkaUnavailable as exc:
-            reason = "publish_timeout" if exc.timed_out else "kafka_unavailable"
-            raise Rejection(503, reason, exc.detail, headers={"Retry-After": RETRY_AFTER_S}) from None
+            raise unavailable("publish_timeout" if exc.timed_out else "kafka_unavailable", exc.detail) from None
 
 
 _ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     400: {"model": Problem, "description": "empty body, not JSON, bad Content-Length"},
     401: {"model": Problem, "description": "no or wrong bearer token (when the bridge has one)"},
+    408: {"model": Problem, "description": "the body did not arrive within bridge.body_timeout_s"},
     413: {"model": Problem, "description": "body over bridge.max_body_bytes, or an alert too large for Kafka"},
     415: {"model": Problem, "description": "Content-Type is not application/json"},
     422: {"model": Problem, "description": "wrong shape or missing labels; `problems` names each field"},
-    503: {"model": Problem, "description": "Kafka did not acknowledge in time; retry (same body, same event ids)"},
+    503: {"model": Problem, "description": "Kafka did not acknowledge in time, or too many alerts in flight "
+                                           "(overloaded); retry after Retry-After (same body, same event ids)"},
 }
 
 

@@ -2,11 +2,13 @@
 
 Checked in that order, each a Rejection: 401 (no or wrong token, when one is configured), 415 (not JSON),
 413 (Content-Length over the limit: refused unread; a body without one is read until the limit and no
-further), 400 (empty, not UTF-8/JSON, or nested beyond the parser's depth).
+further), 408 (the body did not arrive in time: a stalled sender holds no connection for ever), 400 (empty, not
+UTF-8/JSON, or nested beyond the parser's depth).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -48,8 +50,9 @@ def check_content_type(content_type: str | None) -> None:
         raise Rejection(415, "unsupported_media_type", f"Content-Type must be application/json, not {shown}")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, never more than `limit` bytes of it read: Rejection(413) beyond, Rejection(400) when malformed."""
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body, never more than `limit` bytes of it read: Rejection(413) beyond, Rejection(400) when malformed,
+    Rejection(408) when it is not all there within `timeout_s`."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.strip().isdigit():
@@ -58,12 +61,16 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise Rejection(413, "too_large", f"the body is {int(declared)} bytes; at most {limit} are taken")
     body = bytearray()
     try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise Rejection(413, "too_large", f"the body is over {limit} bytes; at most {limit} are taken")
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise Rejection(413, "too_large", f"the body is over {limit} bytes; at most {limit} are taken")
     except ClientDisconnect:
         raise Rejection(400, "bad_request", "the client went away before the body was complete") from None
+    except TimeoutError:
+        detail = f"the body was not complete within {timeout_s:g} s ({len(body)} bytes came)"
+        raise Rejection(408, "body_timeout", detail, headers={"Connection": "close"}) from None
     return bytes(body)
 
 

@@ -10,6 +10,12 @@
   to the sender's retry). The next request starts a new producer. A record already on the wire when time ran
   out may still land: the sender's retry then carries the same event id (see alert_events), which consumers
   recognise.
+- Requests hand their records to the producer one request at a time, in arrival order (`_turn`, a FIFO lock).
+  aiokafka keeps one open batch per partition: when it is full, every request with a record for it waits until
+  the sender drains it, and then they all race for the next one, against newcomers too. Under load some request
+  lost that race again and again (a hand-over of several seconds, then a 503, while its neighbours took 0.1 s);
+  in turn, a request's wait is the requests ahead of it. A request whose time runs out before it handed over
+  anything has nothing in the producer: it answers 503 and the producer stays.
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ from aiokafka.structs import RecordMetadata
 
 from bus.config import KafkaConfig
 from bus.events import Event
-from bus.producer import EventPublisher, build_producer
-from bus.topics import ALERTS
+from bus.producer import build_producer, event_headers
+from bus.topics import ALERTS, route_for
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +55,6 @@ class KafkaUnavailable(Exception):
 @dataclass(frozen=True)
 class _Started:
     producer: AIOKafkaProducer
-    publisher: EventPublisher
 
 
 class KafkaLink:
@@ -61,6 +66,7 @@ class KafkaLink:
         self._next_start_at = 0.0
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._turn = asyncio.Lock()
 
     async def connect(self, timeout_s: float) -> bool:
         """Start the producer now if Kafka answers within `timeout_s`; False (logged) if it does not."""
@@ -72,13 +78,16 @@ class KafkaLink:
             return False
         return True
 
-    async def publish(self, events: Sequence[Event], timeout_s: float) -> None:
+    async def publish(self, events: Sequence[Event], values: Sequence[bytes], timeout_s: float) -> None:
         """Return once Kafka acknowledged every event; KafkaUnavailable if it did not within `timeout_s`.
 
+        `values` are the events encoded (encode_event; the bridge encoded them to check their size already).
         Like EventPublisher.publish_many (same routing, keys and headers, acks=all), but waiting with
         asyncio.wait: giving up cancels nothing, so the records' futures stay with the producer, whose retirement
         fails them (a cancelled gather would leave its CancelledError unretrieved).
         """
+        if len(values) != len(events):
+            raise ValueError("one encoded value per event")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
@@ -88,13 +97,21 @@ class KafkaLink:
             raise KafkaUnavailable(f"could not connect to Kafka within {timeout_s:g} s: {self._last_failure}") from None
         acks: list[asyncio.Future[RecordMetadata]] = []
         try:
-            async with asyncio.timeout_at(deadline):
-                for event in events:
-                    acks.append(await started.publisher.enqueue(event))
+            async with asyncio.timeout_at(deadline), self._turn:
+                for event, value in zip(events, values, strict=True):
+                    route = route_for(event)
+                    acks.append(await started.producer.send(
+                        self._config.topic(route.topic), value=value, key=route.key(event).encode(),
+                        headers=event_headers(event),
+                    ))  # fmt: skip
             if acks:
                 await asyncio.wait(acks, timeout=max(0.0, deadline - loop.time()))
             _require_acknowledged(acks)
         except TimeoutError:
+            if not acks:  # its turn did not come in time: nothing of it is in the producer
+                raise KafkaUnavailable(
+                    f"Kafka did not take the events within {timeout_s:g} s (the bridge is busy)", timed_out=True
+                ) from None
             self._retire(started, "no acknowledgement in time")
             raise KafkaUnavailable(f"Kafka did not acknowledge within {timeout_s:g} s", timed_out=True) from None
         except KafkaError as exc:
@@ -160,7 +177,7 @@ class KafkaLink:
             raise
         self._starting = None
         log.info("kafka producer started", extra={"bootstrap_servers": self._config.bootstrap_servers})
-        self._started = _Started(producer, EventPublisher(self._config, client_id=CLIENT_ID, producer=producer))
+        self._started = _Started(producer)
         return self._started
 
     def _retire(self, started: _Started, reason: str) -> None:

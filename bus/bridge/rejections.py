@@ -13,8 +13,8 @@ class Rejection(Exception):
     """Raised anywhere along a request; the endpoint answers with it. Never carries secrets or whole bodies."""
 
     status: int
-    # unauthorized, unsupported_media_type, too_large, bad_request, not_json, invalid, kafka_unavailable,
-    # publish_timeout
+    # unauthorized, unsupported_media_type, too_large, body_timeout, bad_request, not_json, invalid,
+    # kafka_unavailable, publish_timeout, overloaded
     reason: str
     detail: str
     problems: list[str] = field(default_factory=list)

@@ -4,6 +4,14 @@ The socket is bound before serving (a port in use fails at once, and port 0 pick
 signal handling is left out: it re-raises SIGTERM after its shutdown, which would end the process "killed by
 SIGTERM". SIGTERM and SIGINT set the stop event instead: uvicorn stops accepting, finishes the requests in hand
 (at most GRACEFUL_SHUTDOWN_S), the producer flushes and closes, and the process exits 0.
+
+Under load: HTTP is parsed by httptools (uvicorn's C parser, a dependency: asked for by name, so that its absence
+fails at start instead of falling back to the pure-Python h11); `bridge.backlog` is the listening socket's queue,
+`bridge.max_connections` uvicorn's own limit (past it uvicorn answers 503 before the app sees the request; the
+app's admission control, `bridge.max_inflight_alerts`, is the limit that normally answers first), and
+`bridge.keep_alive_s` how long an idle connection is kept. `python -m bus.bridge` runs all this on uvloop, with
+the garbage collector tuned (GC_THRESHOLDS): with the default thresholds a storm of alerts, each a few dozen
+short-lived objects, set off a full collection every few hundred milliseconds, a third of the bridge's CPU.
 """
 
 from __future__ import annotations
@@ -15,10 +23,11 @@ from collections.abc import Callable, Generator
 from contextlib import contextmanager
 
 import uvicorn
+import uvloop
 
 from bus.bridge.app import create_app
 from bus.bridge.settings import BridgeSettings
-from bus.lifecycle import stop_on_signals
+from bus.lifecycle import stop_on_signals, tune_collector_for_throughput
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +52,7 @@ class BridgeServer:
             host, port = self.settings.bridge.host, self.settings.bridge.port
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             try:
-                self._socket = socket.create_server((host, port), family=family)
+                self._socket = socket.create_server((host, port), family=family, backlog=self.settings.bridge.backlog)
             except OSError as exc:
                 raise CannotListen(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
             self.bound_port = int(self._socket.getsockname()[1])
@@ -54,9 +63,11 @@ class BridgeServer:
     async def serve(self, stop: asyncio.Event) -> None:
         self.bind()
         assert self._socket is not None
+        bridge = self.settings.bridge
         config = uvicorn.Config(
-            create_app(self.settings), log_config=None, access_log=False, lifespan="on",
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            create_app(self.settings), http="httptools", log_config=None, access_log=False, lifespan="on",
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, backlog=bridge.backlog,
+            limit_concurrency=bridge.max_connections, timeout_keep_alive=bridge.keep_alive_s,
         )  # fmt: skip
         server = _ServerWithoutSignals(config)
         try:
@@ -76,6 +87,14 @@ class BridgeServer:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+
+
+def run_bridge_on_uvloop(settings: BridgeSettings, announce: Callable[[str], None] | None = None) -> None:
+    """`run_bridge` in a uvloop event loop of its own, the collector tuned for the process (an entry point's
+    call: CannotListen as run_bridge)."""
+    tune_collector_for_throughput()
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run_bridge(settings, announce))
 
 
 async def run_bridge(settings: BridgeSettings, announce: Callable[[str], None] | None = None) -> None:

@@ -23,6 +23,19 @@ class BridgeConfig(BaseModel):
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     # How long one request may wait for Kafka's acknowledgements before answering 503 (the sender retries).
     publish_timeout_s: float = Field(default=5.0, gt=0)
+    # Admission control: alerts being published at once (of admitted requests, until Kafka acknowledged them or
+    # the request gave up). A request whose alerts do not fit is answered 503 "overloaded" at once, Retry-After.
+    max_inflight_alerts: int = Field(default=50_000, gt=0)
+    # How long a request's body may take to arrive once its headers did; then 408.
+    body_timeout_s: float = Field(default=10.0, gt=0)
+    # uvicorn: open connections (idle keep-alive ones too) past which it answers 503 itself (plain text,
+    # "Connection: close"), before the app sees the request; a guard against running out of file descriptors.
+    max_connections: int = Field(default=1000, gt=0)
+    # The listening socket's queue of connections not yet accepted (the kernel caps it at net.core.somaxconn).
+    backlog: int = Field(default=2048, gt=0)
+    # How long an idle keep-alive connection stays open. Longer than a sender's pause between notifications, so
+    # that the server seldom closes a connection just as the sender reuses it (a POST is not retried on that).
+    keep_alive_s: int = Field(default=75, gt=0)
 
 
 class BridgeSettings(BaseSettings):
