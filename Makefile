@@ -9,7 +9,7 @@ STATE_DIR := $(or $(OPSWARM_STATE_DIR),.opswarm)
 # What `make clean` removes from the state directory (the per-checkout tools under .opswarm/tools stay).
 STATE_SUBDIRS := kafka redis ferretdb qdrant prometheus alertmanager bridge agents targets deployments scenarios logs run
 
-.PHONY: help setup up down status doctor test demo bench-bus bench-kb clean
+.PHONY: help setup up down status doctor test demo bench-bus bench-kb bench-storm clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ bench-bus: setup up ## Benchmark the event bus against the local stack
 
 bench-kb: setup ## Benchmark the knowledge base: ingest rate and search latency at 10,000 chunks, local Qdrant
 	@$(PYTHON) -m deploy.bench_kb
+
+bench-storm: setup up ## Benchmark alert storms: 100,000 alerts through the bridge and Kafka, against the raw ceiling
+	@$(PYTHON) -m deploy.bench_storm
 
 clean: down ## Stop the stack and remove its state (data, logs, pid files); keeps .opswarm/tools
 	rm -rf $(addprefix $(STATE_DIR)/,$(STATE_SUBDIRS))

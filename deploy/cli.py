@@ -21,6 +21,7 @@ from deploy.incidents_cli import decision_command, incidents_app
 from deploy.kb_cli import kb_app
 from deploy.scenario_cli import scenario_app
 from deploy.settings import Settings
+from deploy.storm_cli import storm
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="opswarm: a self-healing operations swarm.")
 console = Console(highlight=False)
@@ -33,6 +34,7 @@ app.command("approve")(decision_command("approve"))
 app.command("reject")(decision_command("reject"))
 app.command("bridge")(bridge)
 app.command("demo")(demo)
+app.command("storm")(storm)
 
 
 def _settings(ctx: typer.Context) -> Settings:
