@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -14,7 +15,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from bus.bridge.alert_events import Receipt, alertmanager_events, generic_events, severity_of
+from bus.bridge.alert_events import (
+    EVENT_ID_NAMESPACE,
+    Receipt,
+    alert_ids,
+    alertmanager_events,
+    generic_events,
+    severity_of,
+)
 from bus.bridge.alert_payloads import parse_timestamp
 from bus.bridge.app import create_app
 from bus.bridge.rejections import Rejection
@@ -397,3 +405,17 @@ def _sample(text: str, name: str, **labels: str) -> float | None:
             if sample.name == name and labels.items() <= sample.labels.items():
                 return sample.value
     return None
+
+
+@pytest.mark.parametrize("ends_at", [None, datetime(2026, 11, 21, 4, 30, tzinfo=UTC)])
+@pytest.mark.parametrize("identity", ["fingerprint:9f3c", "labels:" + "ab" * 32, "fingerprint:ünïcødé"])
+def test_alert_ids_are_the_uuid5s_of_their_names(identity: str, ends_at: datetime | None) -> None:
+    """The ids are computed from SHA-1 directly; they must stay exactly uuid.uuid5's (re-sends keep their ids)."""
+    start = datetime(2026, 11, 21, 4, 17, 8, 638817, tzinfo=UTC)
+    event_id, correlation_id = alert_ids("alertmanager", identity, "resolved", start, ends_at)
+    begin = start.isoformat(timespec="microseconds")
+    end = "" if ends_at is None else ends_at.isoformat(timespec="microseconds")
+    event_name = "\x1f".join(["event", "alertmanager", identity, "resolved", begin, end])
+    correlation_name = "\x1f".join(["correlation", "alertmanager", identity, begin])
+    assert event_id == str(uuid.uuid5(EVENT_ID_NAMESPACE, event_name))
+    assert correlation_id == str(uuid.uuid5(EVENT_ID_NAMESPACE, correlation_name))
