@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import secrets
 import signal
-import socket
+import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -41,6 +41,9 @@ from bus.config import KafkaConfig
 from bus.lifecycle import tune_collector_for_throughput
 from bus.topics import ALERTS, TopicSpec
 from deploy.bench_bus import RawPath, run_pass
+from deploy.localstack.component import http_ready_probe
+from deploy.localstack.processes import spawn, this_python
+from deploy.scenarios.targets import free_port
 from deploy.settings import CHECKOUT_DIR, Settings
 from deploy.storm.alert_mix import AlertMix, MixConfig
 from deploy.storm.storm_run import StormConfig, StormReport, run_storm
@@ -79,63 +82,51 @@ class SwarmUnderTest:
     def __init__(self, settings: Settings, kafka: KafkaConfig, prefix: str, replicas: int, logs: Path) -> None:
         self._settings, self._kafka, self._prefix, self._replicas, self._logs = settings, kafka, prefix, replicas, logs
         self.token = secrets.token_urlsafe(24)
-        self.bridge_port = _free_port()
-        self._processes: list[asyncio.subprocess.Process] = []
+        self.bridge_port = free_port("127.0.0.1")
+        self._processes: list[subprocess.Popen[bytes]] = []
 
     @property
     def bridge_url(self) -> str:
         return f"http://127.0.0.1:{self.bridge_port}"
 
     async def start(self) -> None:
-        self._logs.mkdir(parents=True, exist_ok=True)
         assert self._settings.redis_url is not None
         common = {
             "OPSWARM_KAFKA__BOOTSTRAP_SERVERS": self._kafka.bootstrap_servers,
             "OPSWARM_KAFKA__TOPIC_NAMESPACE": self._kafka.topic_namespace,
+            "OPSWARM_LOG_LEVEL": "WARNING",
         }
         monitoring = {
             **common, "OPSWARM_REDIS_URL": self._settings.redis_url.get_secret_value(),
             "OPSWARM_REDIS_PREFIX": self._prefix, "OPSWARM_CONSUMER_GROUP": f"{self._prefix}-monitoring",
-            "OPSWARM_HTTP_PORT": "0", "OPSWARM_LOG_LEVEL": "WARNING",
+            "OPSWARM_HTTP_PORT": "0",
         }  # fmt: skip
         names = [f"{self._prefix}-monitoring-{k}" for k in range(self._replicas)]
         for name in names:
-            await self._spawn(name, "agents.monitoring", {**monitoring, "OPSWARM_INSTANCE_ID": name})
-        bridge = {**common, "OPSWARM_BRIDGE__PORT": str(self.bridge_port), "OPSWARM_BRIDGE__TOKEN": self.token,
-                  "OPSWARM_LOG_LEVEL": "WARNING"}  # fmt: skip
-        await self._spawn("bridge", "bus.bridge", bridge)
+            self._spawn(name, "agents.monitoring", {**monitoring, "OPSWARM_INSTANCE_ID": name})
+        self._spawn("bridge", "bus.bridge", {**common, "OPSWARM_BRIDGE__PORT": str(self.bridge_port),
+                                             "OPSWARM_BRIDGE__TOKEN": self.token})  # fmt: skip
         redis = Redis.from_url(self._settings.redis_url.get_secret_value())
         try:
             await _until(lambda: _beating(HeartbeatRegistry(redis, self._prefix), names), "monitoring replicas beating")
         finally:
             await redis.aclose()
-        await _until(self._bridge_ready, "the bridge ready")
+        await _until(_answers(http_ready_probe(f"{self.bridge_url}/readyz")), "the bridge ready")
 
     async def stop(self) -> None:
         for process in self._processes:
-            if process.returncode is None:
+            if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         for process in self._processes:
             try:
-                await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
-            except TimeoutError:
+                await asyncio.to_thread(process.wait, STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
                 process.kill()
-                await process.wait()
+                await asyncio.to_thread(process.wait)
 
-    async def _spawn(self, name: str, module: str, env: dict[str, str]) -> None:
-        with (self._logs / f"{name}.log").open("wb") as log_file:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", module, cwd=CHECKOUT_DIR, stdout=log_file, stderr=log_file,
-                env={**os.environ, **env}, start_new_session=True,
-            )  # fmt: skip
-        self._processes.append(process)
-
-    async def _bridge_ready(self) -> bool:
-        try:
-            async with httpx.AsyncClient(timeout=1.0) as client:
-                return (await client.get(f"{self.bridge_url}/readyz")).status_code == 200
-        except httpx.HTTPError:
-            return False
+    def _spawn(self, name: str, module: str, env: dict[str, str]) -> None:
+        argv = [this_python(), "-m", module]
+        self._processes.append(spawn(argv, log_file=self._logs / f"{name}.log", cwd=CHECKOUT_DIR, env=env))
 
 
 async def bench(args: argparse.Namespace) -> str:
@@ -183,18 +174,25 @@ async def _beating(heartbeats: HeartbeatRegistry, names: list[str]) -> bool:
     return all(name in live for name in names)
 
 
-async def _until(condition, what: str) -> None:  # noqa: ANN001 - an async predicate
+def _answers(probe: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[bool]]:
+    """A readiness probe (raises unless ready) as a condition."""
+
+    async def ready() -> bool:
+        try:
+            await probe()
+        except httpx.HTTPError:
+            return False
+        return True
+
+    return ready
+
+
+async def _until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while not await condition():
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not within {STARTUP_TIMEOUT_S:g} s")
         await asyncio.sleep(0.2)  # polling a condition with a deadline
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def main() -> None:
