@@ -301,13 +301,10 @@ class EventConsumer:
         outcomes: list[_Outcome] = []
         items: list[tuple[AnyEvent, RecordContext, ConsumerRecord]] = []
         for record in records:
-            try:
-                event = decode_event(record.value)
-            except EventDecodeError as exc:
-                outcomes.append(self._dead_letter(record, str(exc), "decode", attempts=1))
-                continue
-            if self._event_types is not None and event.type not in self._event_types:
-                self.stats.skipped += 1
+            event = self._decoded(record)
+            if isinstance(event, _Outcome):  # dead-lettered, or not a type this consumer takes
+                if event is not _NOTHING:
+                    outcomes.append(event)
                 continue
             context = RecordContext(record.topic, record.partition, record.offset, record.key, record.timestamp, 1)
             items.append((event, context, record))
@@ -351,17 +348,21 @@ class EventConsumer:
             )
         return futures
 
+    def _decoded(self, record: ConsumerRecord) -> AnyEvent | _Outcome:
+        """The record's event; else its dead letter (undecodable), or _NOTHING (a type this consumer skips)."""
+        try:
+            event = decode_event(record.value)
+        except EventDecodeError as exc:
+            return self._dead_letter(record, str(exc), "decode", attempts=1)
+        if self._event_types is not None and event.type not in self._event_types:
+            self.stats.skipped += 1
+            return _NOTHING
+        return event
+
     async def _handle(self, record: ConsumerRecord, stop: asyncio.Event, decoded: AnyEvent | None = None) -> _Outcome:
-        if decoded is not None:
-            event = decoded
-        else:
-            try:
-                event = decode_event(record.value)
-            except EventDecodeError as exc:
-                return self._dead_letter(record, str(exc), "decode", attempts=1)
-            if self._event_types is not None and event.type not in self._event_types:
-                self.stats.skipped += 1
-                return _NOTHING
+        event = decoded if decoded is not None else self._decoded(record)
+        if isinstance(event, _Outcome):
+            return event
         attempt = 1
         while True:
             context = RecordContext(record.topic, record.partition, record.offset, record.key, record.timestamp, attempt)
