@@ -15,6 +15,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -322,7 +323,8 @@ async def _start_supervisor(
     process = spawn(argv, log_file=home.supervisor_log, cwd=CHECKOUT_DIR)
     supervisor = ProcessRecord(process.pid, argv, [])
     home.run_dir.write(SUPERVISOR, supervisor)
-    came_up = await _wait_until_up(home, settings, supervisor, timeout_s)
+    # Alive as our child (poll), not by its command line: until it has exec'd, that is still ours.
+    came_up = await _wait_until_up(home, settings, lambda: process.poll() is None, timeout_s)
     return came_up, await _rows(home, settings)
 
 
@@ -364,10 +366,12 @@ async def _live_beats(spec: SupervisorSpec | None, settings: Settings) -> list[H
         await redis.aclose()
 
 
-async def _wait_until_up(home: AgentsHome, settings: Settings, supervisor: ProcessRecord, timeout_s: float) -> bool:
+async def _wait_until_up(
+    home: AgentsHome, settings: Settings, supervisor_alive: Callable[[], bool], timeout_s: float
+) -> bool:
     """Poll until every agent of the spec is running; False on timeout or when the supervisor died."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and supervisor.is_running():
+    while time.monotonic() < deadline and supervisor_alive():
         if all(row.status == "running" for row in await _rows(home, settings)):
             return True
         await asyncio.sleep(_POLL_S)
